@@ -1,0 +1,250 @@
+"""Real datasets for trials: Fashion-MNIST (local IDX files), CIFAR-10/100, ImageFolder, synthetic.
+
+Small datasets live in memory as uint8 tensors and are resized once per trial to its
+resolution. A fixed, seeded validation split (`data.val_images`, `data.split_seed`) is held out
+of the training split, so every trial and seed is scored on the same images.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from scaling.coefficients import ScalingError
+
+FASHION_MNIST_ENV = "FASHION_MNIST_DIR"
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"  # Debian package dataset-fashion-mnist
+FASHION_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
+
+
+class DataError(ScalingError):
+    """Missing or unusable data; the message says how to get it."""
+
+
+@dataclass
+class Split:
+    """Images as uint8 NCHW (in-memory sets) or a torchvision dataset (ImageFolder), plus labels."""
+
+    images: Optional[torch.Tensor] = None
+    labels: Optional[torch.Tensor] = None
+    dataset: Optional[torch.utils.data.Dataset] = None
+
+    def __len__(self) -> int:
+        return len(self.labels) if self.labels is not None else len(self.dataset)
+
+
+@dataclass
+class Data:
+    """A dataset ready for one trial: train and held-out validation splits."""
+
+    name: str
+    train: Split
+    val: Split
+    num_classes: int
+    in_chans: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    source: str  # where the files were read from
+
+
+# ---- Fashion-MNIST ---- #
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read one IDX file (optionally gzipped): big-endian dims after a 4-byte magic."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4)
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _find_idx(folder: Path, stem: str) -> Optional[Path]:
+    for name in (stem, stem + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def fashion_mnist_dirs(root: Optional[str], data_dir: str) -> list[Path]:
+    """Folders searched for the IDX files, in order."""
+    dirs = [Path(p) for p in (root, os.environ.get(FASHION_MNIST_ENV)) if p]
+    dirs.append(Path(DEBIAN_FASHION_MNIST))
+    dirs.append(Path(data_dir) / "FashionMNIST" / "raw")  # torchvision's layout
+    return dirs
+
+
+def load_fashion_mnist(root: Optional[str], data_dir: str, download: bool) -> tuple[np.ndarray, np.ndarray, str]:
+    """Training images (N, 28, 28) and labels, from the first folder holding the IDX files."""
+    dirs = fashion_mnist_dirs(root, data_dir)
+    if download:
+        from torchvision.datasets import FashionMNIST
+
+        FashionMNIST(data_dir, train=True, download=True)
+    for folder in dirs:
+        images, labels = (_find_idx(folder, stem) for stem in FASHION_MNIST_FILES)
+        if images and labels:
+            return _read_idx(images), _read_idx(labels), str(folder)
+    raise DataError(
+        "data.root: Fashion-MNIST files not found in " + ", ".join(map(str, dirs))
+        + f"; install them with `apt-get install dataset-fashion-mnist`, set data.root=DIR or "
+        f"{FASHION_MNIST_ENV}=DIR, or pass data.download=true when online"
+    )
+
+
+# ---- CIFAR ---- #
+
+
+def load_cifar(name: str, root: Optional[str], data_dir: str, download: bool) -> tuple[np.ndarray, np.ndarray, str]:
+    """CIFAR-10/100 training images (N, 32, 32, 3) and labels through torchvision."""
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    cls = CIFAR10 if name == "cifar10" else CIFAR100
+    folder = root or data_dir
+    try:
+        ds = cls(folder, train=True, download=download)
+    except RuntimeError as err:
+        raise DataError(
+            f"data.root: {name} not found under {folder} ({err}); pass data.download=true when online "
+            f"or set data.root to a folder holding {cls.base_folder}"
+        ) from None
+    return ds.data, np.asarray(ds.targets), folder
+
+
+# ---- synthetic ---- #
+
+
+def synthetic(n: int = 2000, size: int = 28, classes: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Procedural gratings, one orientation per class, with random phase and noise (unit tests only)."""
+    g = np.random.default_rng(seed)
+    labels = g.integers(0, classes, n)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    theta = labels[:, None, None] * np.pi / classes
+    phase = g.uniform(0, 2 * np.pi, (n, 1, 1))
+    wave = np.sin(2 * np.pi * 3 * (xx * np.cos(theta) + yy * np.sin(theta)) + phase)
+    images = 127.5 + 90 * wave + g.normal(0, 30, (n, size, size))
+    return np.clip(images, 0, 255).astype(np.uint8), labels
+
+
+# ---- splits ---- #
+
+
+def _split(images: np.ndarray, labels: np.ndarray, val_images: int, split_seed: int) -> tuple[Split, Split]:
+    """Hold out a fixed, seeded validation split; the rest is the training pool."""
+    if val_images >= len(labels):
+        raise DataError(f"data.val_images={val_images} must be below the {len(labels)} training images")
+    order = np.random.default_rng(split_seed).permutation(len(labels))
+    x = torch.from_numpy(np.array(images, copy=True))
+    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()  # NHW(C) -> NCHW
+    y = torch.from_numpy(labels.astype(np.int64))
+    val, train = torch.from_numpy(order[:val_images]), torch.from_numpy(order[val_images:])
+    return Split(x[train], y[train]), Split(x[val], y[val])
+
+
+def _imagefolder(root: Optional[str], val_images: int, split_seed: int) -> tuple[Split, Split, int, str]:
+    from torchvision.datasets import ImageFolder
+
+    if not root or not Path(root).is_dir():
+        raise DataError(f"data.root={root!r} is not a folder; allowed: an ImageFolder root with "
+                        "train/ (and optionally val/) holding one subfolder per class")
+    base = Path(root)
+    train_dir = base / "train" if (base / "train").is_dir() else base
+    train = ImageFolder(str(train_dir))
+    if (base / "val").is_dir():
+        return Split(dataset=train), Split(dataset=ImageFolder(str(base / "val"))), len(train.classes), root
+    order = np.random.default_rng(split_seed).permutation(len(train)).tolist()
+    sub = torch.utils.data.Subset
+    return (Split(dataset=sub(train, order[val_images:])), Split(dataset=sub(train, order[:val_images])),
+            len(train.classes), root)
+
+
+def load(cfg_data, data_dir: str) -> Data:
+    """Load dataset `cfg_data.name` with its held-out validation split."""
+    name = cfg_data.name
+    gray = ((0.2860,), (0.3530,))  # Fashion-MNIST training-set mean/std
+    rgb = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    if name == "fashion_mnist":
+        images, labels, source = load_fashion_mnist(cfg_data.root, data_dir, cfg_data.download)
+        classes, stats = 10, gray
+    elif name in ("cifar10", "cifar100"):
+        images, labels, source = load_cifar(name, cfg_data.root, data_dir, cfg_data.download)
+        classes, stats = (10 if name == "cifar10" else 100), ((0.491, 0.482, 0.447), (0.247, 0.243, 0.262))
+    elif name == "synthetic":
+        images, labels = synthetic(size=cfg_data.native_size, seed=cfg_data.split_seed)
+        classes, stats, source = 10, ((0.5,), (0.4,)), "procedural"
+    elif name == "imagefolder":
+        train, val, classes, source = _imagefolder(cfg_data.root, cfg_data.val_images, cfg_data.split_seed)
+        return Data(name, train, val, classes, 3, *rgb, source=source)
+    else:
+        raise DataError(f"data.name={name!r} is unknown; allowed: fashion_mnist, cifar10, cifar100, "
+                        "imagefolder, synthetic")
+    train, val = _split(images, labels, cfg_data.val_images, cfg_data.split_seed)
+    return Data(name, train, val, classes, train.images.shape[1], *stats, source=source)
+
+
+def subsample(split: Split, n: Optional[int], seed: int) -> Split:
+    """The first n images of a seeded shuffle (all when n is None)."""
+    if n is None or n >= len(split):
+        return split
+    idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n]
+    if split.dataset is not None:
+        return Split(dataset=torch.utils.data.Subset(split.dataset, idx.tolist()))
+    return Split(split.images[idx], split.labels[idx])
+
+
+# ---- batches ---- #
+
+
+def prepare(split: Split, resolution: int, mean, std) -> Split:
+    """Resize an in-memory split once to `resolution` px and normalise it (float32 NCHW)."""
+    if split.images is None:
+        return split
+    x = split.images.float().div_(255)
+    if x.shape[-1] != resolution:
+        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
+    m = torch.tensor(mean).view(1, -1, 1, 1)
+    s = torch.tensor(std).view(1, -1, 1, 1)
+    return Split((x - m) / s, split.labels)
+
+
+def _folder_transform(resolution: int, train: bool, mean, std):
+    from torchvision import transforms as T
+
+    if train:
+        ops = [T.RandomResizedCrop(resolution), T.RandomHorizontalFlip()]
+    else:
+        ops = [T.Resize(int(round(resolution / 0.875))), T.CenterCrop(resolution)]
+    return T.Compose(ops + [T.ToTensor(), T.Normalize(mean, std)])
+
+
+def batches(split: Split, batch_size: int, *, shuffle: bool, seed: int = 0, hflip: bool = False,
+            resolution: int = 0, mean=(), std=(), num_workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (images, labels) batches; in-memory splits must be `prepare`d first."""
+    g = torch.Generator().manual_seed(seed)
+    if split.dataset is not None:
+        ds = split.dataset
+        # ImageFolder and Subset share one transform slot on the underlying dataset
+        base = ds.dataset if isinstance(ds, torch.utils.data.Subset) else ds
+        base.transform = _folder_transform(resolution, shuffle, mean, std)
+        loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g,
+                                             num_workers=num_workers, drop_last=shuffle)
+        yield from loader
+        return
+    n = len(split)
+    order = torch.randperm(n, generator=g) if shuffle else torch.arange(n)
+    stop = n - n % batch_size if shuffle and n >= batch_size else n  # drop the ragged last train batch
+    for i in range(0, stop, batch_size):
+        idx = order[i:i + batch_size]
+        x = split.images[idx]
+        if hflip:
+            flip = torch.rand(len(idx), generator=g) < 0.5
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        yield x, split.labels[idx]

@@ -106,7 +106,10 @@ class Config:
 
 def register() -> None:
     """Register the schema so `conf/config.yaml` can extend it."""
+    from hydra_plugins.compound_scaling import launchers
+
     ConfigStore.instance().store(name="config_schema", node=Config)
+    launchers.register()
 
 
 def _one_of(key: str, value: Any, allowed: tuple) -> None:

@@ -108,8 +108,13 @@ def build_model(
 
 def feature_size(model: nn.Module, resolution: int, in_chans: int) -> int:
     """Side length in pixels of the final feature map for a square input."""
-    with torch.no_grad():
-        feats = model.forward_features(torch.zeros(1, in_chans, resolution, resolution))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            feats = model.forward_features(torch.zeros(1, in_chans, resolution, resolution))
+    finally:
+        model.train(was_training)
     return int(feats.shape[-1])
 
 

@@ -40,6 +40,12 @@ def job_threads(requested: int | None) -> int:
     return len(os.sched_getaffinity(0))
 
 
+def slurm_job_id() -> str | None:
+    """This job's SLURM id as sacct and submitit name it (array jobs: '<array id>_<task>')."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
+
+
 def _device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -132,7 +138,8 @@ def fit(model: nn.Module, train, val, cfg, trial_dir: Path, logger: TrialLogger,
         state["images"] += seen
         log.info("epoch %d/%d  loss %.4f  val top-1 %.2f%%  %.0f img/s", epoch, t.epochs,
                  row["train_loss"], top1, row["images_per_second"])
-        logger.log({f"train/{k}" if k != "epoch" else k: v for k, v in row.items()})
+        logger.log({"epoch": epoch, "train/loss": row["train_loss"], "val/top1": top1, "train/lr": row["lr"],
+                    "train/images_per_second": row["images_per_second"], "train/epoch_seconds": seconds})
         if t.checkpoint:
             tmp = ckpt.with_suffix(".tmp")
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -172,7 +179,7 @@ def run(cfg, trial_dir: Path, trial_name: str) -> dict[str, Any]:
     rec = record.new(
         trial=trial_name, study=cfg.name, kind=cfg.kind, model=cfg.model.name, dataset=cfg.data.name,
         seed=cfg.seed, epochs=cfg.train.epochs, base_resolution=cfg.data.resolution,
-        host=socket.gethostname(), slurm_job_id=os.environ.get("SLURM_JOB_ID"), started=_now())
+        host=socket.gethostname(), slurm_job_id=slurm_job_id(), started=_now())
     logger = None
     try:
         config.validate(cfg)

@@ -1,0 +1,34 @@
+"""Shared helpers: run the real `sweep.py` in a subprocess against the real conf/ and sweeps/."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def sweep(*args: str, out: Path, check: bool = True, env: dict | None = None, timeout: int = 600):
+    """Run `python sweep.py ARGS paths.output_dir=OUT` from the repo root; return the process."""
+    cmd = [sys.executable, "sweep.py", *args, f"paths.output_dir={out}", "train.progress=false"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def records(folder: Path) -> dict[str, dict]:
+    """trial folder name -> result record, for every result.json under `folder`."""
+    return {p.parent.name: json.loads(p.read_text()) for p in Path(folder).rglob("result.json")}
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    return tmp_path / "outputs"

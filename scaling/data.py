@@ -75,28 +75,37 @@ def _find_idx(folder: Path, stem: str) -> Optional[Path]:
 
 
 def fashion_mnist_dirs(root: Optional[str], data_dir: str) -> list[Path]:
-    """Folders searched for the IDX files, in order."""
-    dirs = [Path(p) for p in (root, os.environ.get(FASHION_MNIST_ENV)) if p]
-    dirs.append(Path(DEBIAN_FASHION_MNIST))
-    dirs.append(Path(data_dir) / "FashionMNIST" / "raw")  # torchvision's layout
-    return dirs
+    """Folders searched for the IDX files, in order.
+
+    A configured folder (data.root, else $FASHION_MNIST_DIR) is the only place searched: a user
+    who names a folder must not silently get other files. Otherwise: Debian's package, then
+    torchvision's download folder.
+    """
+    chosen = root or os.environ.get(FASHION_MNIST_ENV)
+    if chosen:
+        return [Path(chosen)]
+    return [Path(DEBIAN_FASHION_MNIST), Path(data_dir) / "FashionMNIST" / "raw"]
 
 
 def load_fashion_mnist(root: Optional[str], data_dir: str, download: bool) -> tuple[np.ndarray, np.ndarray, str]:
     """Training images (N, 28, 28) and labels, from the first folder holding the IDX files."""
     dirs = fashion_mnist_dirs(root, data_dir)
-    if download:
-        from torchvision.datasets import FashionMNIST
+    for attempt in range(2):
+        for folder in dirs:
+            images, labels = (_find_idx(folder, stem) for stem in FASHION_MNIST_FILES)
+            if images and labels:
+                return _read_idx(images), _read_idx(labels), str(folder)
+        if attempt or not download:
+            break
+        from torchvision.datasets import FashionMNIST  # online only
 
         FashionMNIST(data_dir, train=True, download=True)
-    for folder in dirs:
-        images, labels = (_find_idx(folder, stem) for stem in FASHION_MNIST_FILES)
-        if images and labels:
-            return _read_idx(images), _read_idx(labels), str(folder)
+        dirs = [Path(data_dir) / "FashionMNIST" / "raw"]
     raise DataError(
-        "data.root: Fashion-MNIST files not found in " + ", ".join(map(str, dirs))
-        + f"; install them with `apt-get install dataset-fashion-mnist`, set data.root=DIR or "
-        f"{FASHION_MNIST_ENV}=DIR, or pass data.download=true when online"
+        "data.root: Fashion-MNIST files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz]) "
+        "not found in " + ", ".join(map(str, dirs)) + "; get them with `apt-get install "
+        f"dataset-fashion-mnist`, set data.root=DIR or {FASHION_MNIST_ENV}=DIR, or pass "
+        "data.download=true when online"
     )
 
 

@@ -1,0 +1,81 @@
+"""Real data: Fashion-MNIST from the Debian package's IDX files, lookup order, splits, ImageFolder."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from scaling import data
+from scaling.config import DataConfig
+
+DEBIAN = data.DEBIAN_FASHION_MNIST
+
+
+def cfg(**kw):
+    return OmegaConf.structured(DataConfig(**kw))
+
+
+def test_fashion_mnist_debian_files_are_real(monkeypatch):
+    monkeypatch.delenv(data.FASHION_MNIST_ENV, raising=False)
+    images, labels, source = data.load_fashion_mnist(None, "nowhere", download=False)
+    assert source == DEBIAN
+    assert images.shape == (60000, 28, 28) and images.dtype == np.uint8
+    assert np.bincount(labels).tolist() == [6000] * 10  # balanced classes
+    assert 0.27 < images.mean() / 255 < 0.30  # Fashion-MNIST mean 0.286
+
+
+def test_lookup_order_root_then_env_then_debian(tmp_path, monkeypatch):
+    copy = tmp_path / "fm"
+    copy.mkdir()
+    for name in data.FASHION_MNIST_FILES:
+        shutil.copy(f"{DEBIAN}/{name}.gz", copy)
+    monkeypatch.setenv(data.FASHION_MNIST_ENV, str(copy))
+    assert data.load_fashion_mnist(None, "x", False)[2] == str(copy)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(data.DataError, match="apt-get install dataset-fashion-mnist"):
+        data.load_fashion_mnist(str(empty), "x", False)  # a named folder is not silently replaced
+
+
+def test_split_is_fixed_and_held_out():
+    a = data.load(cfg(val_images=1000), "x")
+    b = data.load(cfg(val_images=1000), "x")
+    assert len(a.val) == 1000 and len(a.train) == 59000
+    assert torch.equal(a.val.labels, b.val.labels) and torch.equal(a.val.images, b.val.images)
+    c = data.load(cfg(val_images=1000, split_seed=1), "x")
+    assert not torch.equal(a.val.images, c.val.images)
+    train = a.train.images.flatten(1)[:3000]
+    assert not (train[:, None, :] == a.val.images.flatten(1)[None, :50, :]).all(-1).any()
+
+
+def test_prepare_resizes_and_normalises():
+    d = data.load(cfg(val_images=500), "x")
+    v = data.prepare(d.val, 24, d.mean, d.std)
+    assert v.images.shape == (500, 1, 24, 24) and v.images.dtype == torch.float32
+    assert abs(v.images.mean().item()) < 0.1 and 0.8 < v.images.std().item() < 1.2
+
+
+def test_synthetic_and_batches():
+    d = data.load(cfg(name="synthetic", val_images=200), "x")
+    tr = data.prepare(data.subsample(d.train, 300, 0), 20, d.mean, d.std)
+    sizes = [len(y) for _, y in data.batches(tr, 64, shuffle=True, hflip=True)]
+    assert sizes == [64] * 4  # ragged last training batch dropped
+    assert sum(len(y) for _, y in data.batches(tr, 64, shuffle=False)) == 300
+
+
+def test_imagefolder(tmp_path):
+    from PIL import Image
+
+    d = data.load(cfg(val_images=100), "x")
+    for i in range(60):
+        folder = tmp_path / "train" / f"class{int(d.val.labels[i])}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(d.val.images[i, 0].numpy()).convert("RGB").save(folder / f"{i}.png")
+    f = data.load(cfg(name="imagefolder", root=str(tmp_path), val_images=20), "x")
+    assert len(f.train) == 40 and len(f.val) == 20 and f.in_chans == 3
+    x, y = next(data.batches(f.val, 8, shuffle=False, resolution=32, mean=f.mean, std=f.std))
+    assert x.shape == (8, 3, 32, 32)
+    with pytest.raises(data.DataError, match="data.root"):
+        data.load(cfg(name="imagefolder", root=str(tmp_path / "missing")), "x")

@@ -78,8 +78,9 @@ class ScalingConfig:
     depth: Optional[float] = None  # explicit d (single-dimension scaling); disables compound
     width: Optional[float] = None  # explicit w
     resolution: Optional[float] = None  # explicit r
-    min_flops_ratio: Optional[float] = None  # skip trials whose measured FLOPs ratio falls outside
-    max_flops_ratio: Optional[float] = None
+    grid_filter: bool = False  # sweeps: launch only grid points on the constraint
+    min_flops_ratio: Optional[float] = None  # record as `filtered`, untrained, when the measured
+    max_flops_ratio: Optional[float] = None  # FLOPs ratio to the baseline falls outside this band
 
 
 @dataclass

@@ -21,7 +21,7 @@ FIELDS = (
     "base_resolution", "stage_depths", "stage_widths", "params", "flops", "activations",
     "nominal_flops_factor", "measured_flops_factor", "base_flops",
     "seed", "epochs", "epochs_run", "train_images", "val_images", "top1", "history",
-    "train_seconds", "train_images_per_second", "device", "threads",
+    "train_seconds", "train_images_per_second", "startup_seconds", "device", "threads",
     "host", "slurm_job_id", "started", "finished",
 )
 

@@ -12,7 +12,6 @@ Requeue (preemption, timeout, `scontrol requeue`) reruns the same trial, which r
 epoch checkpoint.
 """
 
-from __future__ import annotations
 
 import logging
 import os
@@ -169,3 +168,6 @@ def register() -> None:
     cs = ConfigStore.instance()
     cs.store(group="hydra/launcher", name="submitit_local", node=LocalConf, provider="scaling")
     cs.store(group="hydra/launcher", name="submitit_slurm", node=SlurmConf, provider="scaling")
+    from hydra_plugins.compound_scaling.sweeper import ConstrainedSweeperConf
+
+    cs.store(group="hydra/sweeper", name="constrained", node=ConstrainedSweeperConf, provider="scaling")

@@ -53,6 +53,7 @@ class TrainConfig:
     epochs: int = 3
     batch_size: int = 128
     train_images: Optional[int] = None  # subsample the training split; null: all
+    val_images: Optional[int] = None  # score on the first N held-out images; null: all
     lr: float = 0.05  # peak of the one-cycle schedule
     momentum: float = 0.9  # SGD with Nesterov momentum
     weight_decay: float = 5e-5
@@ -107,6 +108,11 @@ class Config:
 
 def register() -> None:
     """Register the schema so `conf/config.yaml` can extend it."""
+    from hydra.core.plugins import Plugins
+
+    # Hydra's plugin discovery re-executes plugin modules (and their ConfigStore calls): run it
+    # once now (Plugins is a singleton), so our launcher/sweeper entries below are the ones kept.
+    Plugins.instance()
     from hydra_plugins.compound_scaling import launchers
 
     ConfigStore.instance().store(name="config_schema", node=Config)
@@ -131,7 +137,7 @@ def validate(cfg: Any) -> None:
     _one_of("train.bf16", cfg.train.bf16, ("auto", "on", "off"))
     _one_of("logger.name", cfg.logger.name, ("wandb", "none"))
     _one_of("logger.mode", cfg.logger.mode, ("offline", "online", "disabled"))
-    for key in ("train.epochs", "train.batch_size", "train.train_images", "train.lr",
+    for key in ("train.epochs", "train.batch_size", "train.train_images", "train.val_images", "train.lr",
                 "data.resolution", "data.resolution_multiple", "data.val_images",
                 "model.base_depth", "model.base_width", "scaling.target"):
         group, name = key.split(".")

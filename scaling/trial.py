@@ -238,7 +238,8 @@ def run(cfg, trial_dir: Path, trial_name: str) -> dict[str, Any]:
                  built.stage_widths, cx.params / 1e6, cx.flops / 1e6)
         train = datasets.subsample(data.train, cfg.train.train_images, cfg.data.split_seed)
         train = datasets.prepare(train, px, data.mean, data.std)
-        val = datasets.prepare(data.val, px, data.mean, data.std)
+        val = datasets.prepare(datasets.subsample(data.val, cfg.train.val_images, cfg.data.split_seed),
+                               px, data.mean, data.std)
         rec.update(train_images=len(train), val_images=len(val), device=_device(cfg.train.device).type)
         logger = TrialLogger(cfg.logger, trial_dir=trial_dir, name=trial_name, group=cfg.name,
                              job_type=cfg.kind, config={**OmegaConf.to_container(cfg, resolve=True), **{

@@ -157,14 +157,7 @@ class SlurmConf(SlurmQueueConf):
 
 
 def register() -> None:
-    """Register over the plugin's own entries of the same names.
-
-    Hydra's plugin discovery re-executes plugin modules (and so their ConfigStore calls); run it
-    first, once (Plugins is a singleton), so our registration is the one that stays.
-    """
-    from hydra.core.plugins import Plugins
-
-    Plugins.instance()
+    """Register over the plugin's own entries of the same names (after plugin discovery)."""
     cs = ConfigStore.instance()
     cs.store(group="hydra/launcher", name="submitit_local", node=LocalConf, provider="scaling")
     cs.store(group="hydra/launcher", name="submitit_slurm", node=SlurmConf, provider="scaling")

@@ -202,7 +202,8 @@ def run(cfg, trial_dir: Path, trial_name: str) -> dict[str, Any]:
     rec = record.new(
         trial=trial_name, study=cfg.name, kind=cfg.kind, model=cfg.model.name, dataset=cfg.data.name,
         seed=cfg.seed, epochs=cfg.train.epochs, base_resolution=cfg.data.resolution,
-        host=socket.gethostname(), slurm_job_id=slurm_job_id(), started=_now())
+        host=socket.gethostname(), slurm_job_id=slurm_job_id(), started=_now(),
+        alpha=cfg.scaling.alpha, beta=cfg.scaling.beta, gamma=cfg.scaling.gamma, phi=cfg.scaling.phi)
     logger = None
     try:
         config.validate(cfg)

@@ -16,7 +16,7 @@ RECORD_NAME = "result.json"
 STATUSES = ("ok", "failed", "filtered")
 
 FIELDS = (
-    "schema", "status", "error", "trial", "study", "kind", "method", "model", "dataset",
+    "schema", "status", "error", "trial", "study", "kind", "recipe", "method", "model", "dataset",
     "alpha", "beta", "gamma", "phi", "depth_mult", "width_mult", "resolution_mult", "resolution",
     "base_resolution", "stage_depths", "stage_widths", "params", "flops", "activations",
     "nominal_flops_factor", "measured_flops_factor", "base_flops",

@@ -8,6 +8,8 @@ already holds a finished record is not retrained.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import logging
 import os
 import socket
@@ -44,6 +46,19 @@ def slurm_job_id() -> str | None:
     """This job's SLURM id as sacct and submitit name it (array jobs: '<array id>_<task>')."""
     array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
     return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
+
+
+RECIPE_IGNORED = {"scaling", "seed", "name", "kind", "logger", "paths"}
+RECIPE_IGNORED_LEAVES = {("train", "progress"), ("train", "threads"), ("train", "device"), ("data", "root"),
+                         ("data", "download"), ("data", "num_workers")}
+
+
+def recipe_id(cfg) -> str:
+    """Short hash of everything but the scaling point and seed: trials with the same recipe compare."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    kept = {group: {k: v for k, v in values.items() if (group, k) not in RECIPE_IGNORED_LEAVES}
+            for group, values in resolved.items() if group not in RECIPE_IGNORED and isinstance(values, dict)}
+    return hashlib.sha1(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _device(name: str) -> torch.device:
@@ -211,7 +226,7 @@ def run(cfg, trial_dir: Path, trial_name: str) -> dict[str, Any]:
         spec = coefficients.resolve(s.alpha, s.beta, s.gamma, s.phi, s.target, s.tolerance,
                                     s.allow_scale_down, s.depth, s.width, s.resolution)
         m = spec.multipliers
-        rec.update(method=spec.method, alpha=spec.alpha, beta=spec.beta, gamma=spec.gamma, phi=spec.phi,
+        rec.update(recipe=recipe_id(cfg), method=spec.method, alpha=spec.alpha, beta=spec.beta, gamma=spec.gamma, phi=spec.phi,
                    depth_mult=m.depth, width_mult=m.width, resolution_mult=m.resolution,
                    nominal_flops_factor=spec.nominal_flops_factor)
         threads = job_threads(cfg.train.threads)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 
@@ -61,7 +61,8 @@ def from_wandb(project: str, filters: dict | None = None) -> pd.DataFrame:
         summary = run.summary._json_dict
         cfg = run.config
         rows.append({
-            "trial": run.name, "study": run.group, "kind": run.job_type, "status": "ok" if run.state == "finished" else "failed",
+            "trial": run.name, "study": run.group, "kind": run.job_type,
+            "status": "ok" if run.state == "finished" else "failed",
             **{k: cfg.get(k) for k in ("method", "alpha", "beta", "gamma", "phi", "depth_mult", "width_mult",
                                        "resolution_mult", "resolution")},
             "seed": cfg.get("seed"), "model": (cfg.get("model") or {}).get("name"),

@@ -16,7 +16,8 @@ COLUMNS = ["study", "kind", "trial", "method", "model", "seed", "alpha", "beta",
 
 
 def log_summary(df: pd.DataFrame, figures: list[Path], fit: dict | None, *, project: str = "compound-scaling",
-                name: str = "summary", group: str | None = None, mode: str = "offline", directory: Path = Path(".")) -> str:
+                name: str = "summary", group: str | None = None, mode: str = "offline",
+                directory: Path = Path(".")) -> str:
     """Create the summary run; return its local directory."""
     import wandb
 

@@ -75,7 +75,7 @@ def step_throughput(batch: int, steps: int, rounds: int, device: str = "cpu") ->
     for _ in range(rounds):
         for name, fn in (("trial", trial), ("plain", plain)):
             sync()
-            rates[name].append(_images_per_second(lambda a, b: (fn(a, b), sync()), x, y, steps))
+            rates[name].append(_images_per_second(lambda a, b, fn=fn: (fn(a, b), sync()), x, y, steps))
     med = {k: sorted(v)[len(v) // 2] for k, v in rates.items()}
     return {"device": device, "resolution": px, "batch": batch, "trial_images_per_second": med["trial"],
             "plain_images_per_second": med["plain"], "ratio": med["trial"] / med["plain"]}

@@ -7,7 +7,7 @@ wrong types fail when the config is composed; value checks live in `validate()`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
@@ -28,7 +28,7 @@ class ModelConfig:
     name: str = "efficientnet_b0"  # one of MODELS
     base_depth: float = 1.0  # baseline depth multiplier before scaling (CPU presets use < 1)
     base_width: float = 1.0  # baseline width multiplier before scaling
-    small_input: Optional[bool] = None  # stride-1 stem for 20–32 px data; null: auto from data
+    small_input: bool | None = None  # stride-1 stem for 20–32 px data; null: auto from data
     drop_rate: float = 0.2  # dropout before the classifier (paper: 0.2 for B0)
     drop_path_rate: float = 0.0  # stochastic depth; paper 0.2, off for short CPU recipes
     min_feature: int = 2  # smallest final feature map side (px) accepted
@@ -37,7 +37,7 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     name: str = "fashion_mnist"  # one of DATASETS
-    root: Optional[str] = None  # dataset folder; null: env var, Debian package, then download
+    root: str | None = None  # dataset folder; null: env var, Debian package, then download
     download: bool = False  # allow torchvision to download (needs internet)
     native_size: int = 28  # side of the stored images (px)
     resolution: int = 20  # baseline input side r0 (px), below native so γ > 1 adds pixels
@@ -52,15 +52,15 @@ class DataConfig:
 class TrainConfig:
     epochs: int = 3
     batch_size: int = 128
-    train_images: Optional[int] = None  # subsample the training split; null: all
-    val_images: Optional[int] = None  # score on the first N held-out images; null: all
+    train_images: int | None = None  # subsample the training split; null: all
+    val_images: int | None = None  # score on the first N held-out images; null: all
     lr: float = 0.05  # peak of the one-cycle schedule
     momentum: float = 0.9  # SGD with Nesterov momentum
     weight_decay: float = 5e-5
     label_smoothing: float = 0.1
     warmup_fraction: float = 0.25  # one-cycle rise
     device: str = "auto"  # auto | cpu | cuda
-    threads: Optional[int] = None  # CPU threads; null: CPUs given to the job
+    threads: int | None = None  # CPU threads; null: CPUs given to the job
     channels_last: bool = True  # ~3.5x faster than NCHW for B0 on CPU (measured)
     bf16: str = "auto"  # auto (CUDA only) | on | off
     progress: bool = True  # tqdm bar per epoch
@@ -71,24 +71,24 @@ class TrainConfig:
 class ScalingConfig:
     alpha: float = 1.2  # depth coefficient α (paper: 1.2)
     beta: float = 1.1  # width coefficient β (paper: 1.1)
-    gamma: Optional[float] = None  # resolution coefficient γ; null: solved from the constraint
+    gamma: float | None = None  # resolution coefficient γ; null: solved from the constraint
     phi: float = 1.0  # compound coefficient φ
     target: float = 2.0  # α·β²·γ² target
     tolerance: float = 0.1  # allowed |α·β²·γ² − target|
     allow_scale_down: bool = False  # permit coefficients below 1
-    depth: Optional[float] = None  # explicit d (single-dimension scaling); disables compound
-    width: Optional[float] = None  # explicit w
-    resolution: Optional[float] = None  # explicit r
+    depth: float | None = None  # explicit d (single-dimension scaling); disables compound
+    width: float | None = None  # explicit w
+    resolution: float | None = None  # explicit r
     grid_filter: bool = False  # sweeps: launch only grid points on the constraint
-    min_flops_ratio: Optional[float] = None  # record as `filtered`, untrained, when the measured
-    max_flops_ratio: Optional[float] = None  # FLOPs ratio to the baseline falls outside this band
+    min_flops_ratio: float | None = None  # record as `filtered`, untrained, when the measured
+    max_flops_ratio: float | None = None  # FLOPs ratio to the baseline falls outside this band
 
 
 @dataclass
 class LoggerConfig:
     name: str = "wandb"  # wandb | none
     project: str = "compound-scaling"
-    entity: Optional[str] = None
+    entity: str | None = None
     mode: str = "offline"  # offline | online | disabled
     tags: list[str] = field(default_factory=list)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import gzip
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
 
 import numpy as np
 import torch
@@ -32,9 +32,9 @@ class DataError(ScalingError):
 class Split:
     """Images as uint8 NCHW (in-memory sets) or a torchvision dataset (ImageFolder), plus labels."""
 
-    images: Optional[torch.Tensor] = None
-    labels: Optional[torch.Tensor] = None
-    dataset: Optional[torch.utils.data.Dataset] = None
+    images: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    dataset: torch.utils.data.Dataset | None = None
 
     def __len__(self) -> int:
         return len(self.labels) if self.labels is not None else len(self.dataset)
@@ -67,14 +67,14 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def _find_idx(folder: Path, stem: str) -> Optional[Path]:
+def _find_idx(folder: Path, stem: str) -> Path | None:
     for name in (stem, stem + ".gz"):
         if (folder / name).is_file():
             return folder / name
     return None
 
 
-def fashion_mnist_dirs(root: Optional[str], data_dir: str) -> list[Path]:
+def fashion_mnist_dirs(root: str | None, data_dir: str) -> list[Path]:
     """Folders searched for the IDX files, in order.
 
     A configured folder (data.root, else $FASHION_MNIST_DIR) is the only place searched: a user
@@ -87,7 +87,7 @@ def fashion_mnist_dirs(root: Optional[str], data_dir: str) -> list[Path]:
     return [Path(DEBIAN_FASHION_MNIST), Path(data_dir) / "FashionMNIST" / "raw"]
 
 
-def load_fashion_mnist(root: Optional[str], data_dir: str, download: bool) -> tuple[np.ndarray, np.ndarray, str]:
+def load_fashion_mnist(root: str | None, data_dir: str, download: bool) -> tuple[np.ndarray, np.ndarray, str]:
     """Training images (N, 28, 28) and labels, from the first folder holding the IDX files."""
     dirs = fashion_mnist_dirs(root, data_dir)
     for attempt in range(2):
@@ -112,7 +112,7 @@ def load_fashion_mnist(root: Optional[str], data_dir: str, download: bool) -> tu
 # ---- CIFAR ---- #
 
 
-def load_cifar(name: str, root: Optional[str], data_dir: str, download: bool) -> tuple[np.ndarray, np.ndarray, str]:
+def load_cifar(name: str, root: str | None, data_dir: str, download: bool) -> tuple[np.ndarray, np.ndarray, str]:
     """CIFAR-10/100 training images (N, 32, 32, 3) and labels through torchvision."""
     from torchvision.datasets import CIFAR10, CIFAR100
 
@@ -158,7 +158,7 @@ def _split(images: np.ndarray, labels: np.ndarray, val_images: int, split_seed: 
     return Split(x[train], y[train]), Split(x[val], y[val])
 
 
-def _imagefolder(root: Optional[str], val_images: int, split_seed: int) -> tuple[Split, Split, int, str]:
+def _imagefolder(root: str | None, val_images: int, split_seed: int) -> tuple[Split, Split, int, str]:
     from torchvision.datasets import ImageFolder
 
     if not root or not Path(root).is_dir():
@@ -199,7 +199,7 @@ def load(cfg_data, data_dir: str) -> Data:
     return Data(name, train, val, classes, train.images.shape[1], *stats, source=source)
 
 
-def subsample(split: Split, n: Optional[int], seed: int) -> Split:
+def subsample(split: Split, n: int | None, seed: int) -> Split:
     """The first n images of a seeded shuffle (all when n is None)."""
     if n is None or n >= len(split):
         return split

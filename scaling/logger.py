@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 
 class TrialLogger:
@@ -46,5 +46,5 @@ class TrialLogger:
             self.run = None
 
     @property
-    def directory(self) -> Optional[str]:
+    def directory(self) -> str | None:
         return None if self.run is None else self.run.dir

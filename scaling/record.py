@@ -9,7 +9,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 SCHEMA = 1
 RECORD_NAME = "result.json"
@@ -37,7 +37,7 @@ def write_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def read(path: Path) -> Optional[dict[str, Any]]:
+def read(path: Path) -> dict[str, Any] | None:
     """The record at `path`, or None if missing or unreadable."""
     try:
         with open(path) as f:

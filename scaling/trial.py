@@ -22,7 +22,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from scaling import coefficients, complexity, config, data as datasets, models, record
+from scaling import coefficients, complexity, config, models, record
+from scaling import data as datasets
 from scaling.coefficients import ScalingError
 from scaling.logger import TrialLogger
 
@@ -226,7 +227,8 @@ def run(cfg, trial_dir: Path, trial_name: str) -> dict[str, Any]:
         spec = coefficients.resolve(s.alpha, s.beta, s.gamma, s.phi, s.target, s.tolerance,
                                     s.allow_scale_down, s.depth, s.width, s.resolution)
         m = spec.multipliers
-        rec.update(recipe=recipe_id(cfg), method=spec.method, alpha=spec.alpha, beta=spec.beta, gamma=spec.gamma, phi=spec.phi,
+        rec.update(recipe=recipe_id(cfg), method=spec.method, alpha=spec.alpha, beta=spec.beta, gamma=spec.gamma,
+                   phi=spec.phi,
                    depth_mult=m.depth, width_mult=m.width, resolution_mult=m.resolution,
                    nominal_flops_factor=spec.nominal_flops_factor)
         threads = job_threads(cfg.train.threads)

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import wandb_offline
 from conftest import sweep
 from test_fit import planted
 
-import wandb_offline
 from analysis import collect, plots, report
 
 TINY = ["train=quick", "logger=none", "train.epochs=1", "train.train_images=256", "train.val_images=500"]

@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ROOT
 
 from analysis.fit import FitError, fit
-from conftest import ROOT
 
 
 def planted(alpha=1.2, beta=1.1, noise=0.3, seeds=3, step=0.1, seed=0):

@@ -58,7 +58,8 @@ def test_killed_sweep_resumes_without_redoing_anything(out):
     args = ["-m", "scaling.alpha=1.0,1.2,1.4", "train=quick", "logger=none", "train.epochs=2",
             "train.train_images=1536", "train.val_images=500"]
     cmd = [sys.executable, "sweep.py", *args, f"paths.output_dir={out}", "train.progress=false"]
-    dirs = [out / f"sweeps/adhoc/scaling.alpha={a},train.epochs=2,train.train_images=1536,train.val_images=500,train=quick"
+    dirs = [out / "sweeps/adhoc" / f"scaling.alpha={a},train.epochs=2,train.train_images=1536,"
+            "train.val_images=500,train=quick"
             for a in ("1.0", "1.2", "1.4")]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_for(lambda: (dirs[1] / "checkpoint.pt").exists() or proc.poll() is not None, what="trial 2 epoch 1")
@@ -112,7 +113,8 @@ def test_slurm_sweep_runs_each_trial_as_a_slurm_job(out):
         assert r["status"] == "ok" and r["slurm_job_id"]
         assert flops_factor(r["alpha"], r["beta"], r["gamma"]) == pytest.approx(2.0)
         # accounting knows the job (it may still be finishing when its result is read)
-        _wait_for(lambda: _sacct_state(r["slurm_job_id"]) == "COMPLETED", timeout=60, what="sacct COMPLETED")
+        job = r["slurm_job_id"]
+        _wait_for(lambda job=job: _sacct_state(job) == "COMPLETED", timeout=60, what="sacct COMPLETED")
     again = sweep("-m", "scaling.alpha=1.1,1.2,1.3", *TINY, *SLURM, out=out)
     assert "3 trial records written" not in again.stdout and "0 trial records written" in again.stdout
 

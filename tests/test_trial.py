@@ -8,9 +8,8 @@ import time
 
 import pytest
 import torch
-from conftest import ROOT, records, sweep
-
 import wandb_offline
+from conftest import ROOT, records, sweep
 
 pytestmark = pytest.mark.slow
 QUICK = ["train=quick", "logger=none"]
@@ -32,7 +31,8 @@ def test_quick_trial_learns_and_records(out):
     assert [h["epoch"] for h in rec["history"]] == [1, 2] and rec["epochs_run"] == 2
     assert rec["train_images"] == 1024 and rec["train_seconds"] > 0 and rec["train_images_per_second"] > 0
     assert rec["slurm_job_id"] is None and rec["host"]
-    assert name == "data=fashion_mnist,model=efficientnet_b0,scaling.alpha=1.2,scaling.beta=1.1,scaling.gamma=1.15,train=quick"
+    assert name == ("data=fashion_mnist,model=efficientnet_b0,scaling.alpha=1.2,scaling.beta=1.1,"
+                    "scaling.gamma=1.15,train=quick")
 
 
 def test_cpu_preset_learns_and_same_seed_is_deterministic(out):

@@ -16,11 +16,10 @@ epoch checkpoint.
 import logging
 import os
 import time
-from pathlib import Path
-from typing import Any, Sequence
-
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional
+from pathlib import Path
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.singleton import Singleton
@@ -133,7 +132,7 @@ class LocalConf(LocalQueueConf):
 
     _target_: str = "hydra_plugins.compound_scaling.launchers.LocalLauncher"
     max_parallel: int = 1  # trials at once; keep max_parallel * cpus_per_task <= cores
-    cpus_per_task: Optional[int] = 2  # torch threads per trial
+    cpus_per_task: int | None = 2  # torch threads per trial
     timeout_min: int = 120
     stderr_to_stdout: bool = True
     max_num_timeout: int = 0
@@ -145,13 +144,13 @@ class SlurmConf(SlurmQueueConf):
     """`hydra/launcher=submitit_slurm`: one job array, requeued trials resume from checkpoints."""
 
     _target_: str = "hydra_plugins.compound_scaling.launchers.SlurmLauncher"
-    cpus_per_task: Optional[int] = 2
-    mem_gb: Optional[int] = 4
+    cpus_per_task: int | None = 2
+    mem_gb: int | None = 4
     array_parallelism: int = 64  # concurrent array tasks
     max_num_timeout: int = 3  # requeues on timeout; safe because trials resume
     signal_delay_s: int = 60  # USR2 this long before the time limit, then requeue
     stderr_to_stdout: bool = True
-    setup: Optional[list[str]] = None  # shell lines before srun, e.g. ["source .venv/bin/activate"]
+    setup: list[str] | None = None  # shell lines before srun, e.g. ["source .venv/bin/activate"]
     additional_parameters: dict[str, Any] = field(default_factory=dict)  # other sbatch flags
     poll_s: float = 5.0  # seconds between forced sacct checks
 

@@ -8,8 +8,9 @@ FixedProductTuner recipe as a Hydra sweeper.
 
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import yaml
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
@@ -44,7 +45,7 @@ def on_constraint(s: dict[str, Any]) -> bool:
 class ConstrainedSweeper(BasicSweeper):
     """BasicSweeper whose grid is filtered to the constraint when scaling.grid_filter is set."""
 
-    def split_arguments(self, overrides, max_batch_size: Optional[int]):  # type: ignore[override]
+    def split_arguments(self, overrides, max_batch_size: int | None):  # type: ignore[override]
         (jobs,) = BasicSweeper.split_arguments(overrides, None)
         base = dict(self.config.scaling) if "scaling" in self.config else {}
         kept = [j for j in jobs if not point_scaling(base, j)["grid_filter"]

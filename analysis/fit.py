@@ -7,7 +7,7 @@ Two steps (README, "Fit"):
 1. grid argmax: the (α, β, γ) grid point on the constraint with the best mean top-1 over seeds;
 2. response surface: top-1 ≈ quadratic in (log α, log β), γ on the constraint, maximised over
    the sampled box. It can land between grid points; it is used when it explains the point
-   means well (R² ≥ min_r2 with ≥ 6 distinct points), and `method` says which was used.
+   means well (adjusted R² ≥ min_r2, so ≥ 7 distinct points), and `method` says which was used.
 95% intervals: percentile bootstrap, resampling seeds within each grid point (trials overall
 when points have a single seed), re-running the same estimator.
 """
@@ -73,6 +73,8 @@ def surface(trials: pd.DataFrame, target: float = 2.0, steps: int = 121) -> dict
     pred = _design(pa, pb) @ coef
     ss_tot = ((points.top1 - points.top1.mean()) ** 2).sum()
     r2 = 1.0 - ((points.top1 - pred) ** 2).sum() / ss_tot if ss_tot > 0 else 0.0
+    n = len(points)  # adjusted for the surface's 5 predictors: 8 points can fit almost anything
+    r2 = 1.0 - (1.0 - r2) * (n - 1) / (n - 6) if n > 6 else float("-inf")
     ga, gb = np.meshgrid(np.linspace(pa.min(), pa.max(), steps), np.linspace(pb.min(), pb.max(), steps))
     ga, gb = ga.ravel(), gb.ravel()
     feasible = ga + 2 * gb <= np.log(target) + 1e-12  # γ = sqrt(target / (α β²)) ≥ 1

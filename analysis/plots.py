@@ -142,7 +142,9 @@ def grid_heatmap(df: pd.DataFrame, out_dir: Path, fit: dict | None = None, targe
     mesh = ax.pcolormesh(edges(alphas), edges(betas), np.ma.masked_invalid(z), cmap="viridis", shading="flat")
     fig.colorbar(mesh, ax=ax, label=f"mean {TOP1.axis}")
     for _, p in s.iterrows():
-        ax.text(p.alpha, p.beta, f"{p.top1:.1f}\n±{p.sd:.1f}", ha="center", va="center", fontsize=7, color="w")
+        dark = np.nanmin(z) + 0.6 * (np.nanmax(z) - np.nanmin(z)) > p.top1
+        ax.text(p.alpha, p.beta + 0.012 * (betas[-1] - betas[0] + 0.1), f"{p.top1:.1f}\n±{p.sd:.1f}", ha="center",
+                va="bottom", fontsize=7, color="w" if dark else "k")
     a = np.linspace(edges(alphas)[0], edges(alphas)[-1], 200)
     ax.plot(a, np.sqrt(target / a), "w--", lw=1.2, label=f"γ = 1 (α·β² = {target:g}); above: no γ ≥ 1")
     if fit:

@@ -40,11 +40,23 @@ def save(fig, out_dir: Path, name: str) -> list[Path]:
     return paths
 
 
+SAME_TRIAL = ["recipe", "model", "dataset", "depth_mult", "width_mult", "resolution_mult", "seed"]
+
+
 def ok(df: pd.DataFrame) -> pd.DataFrame:
-    """Trials that finished (status ok) with a top-1."""
+    """Finished trials (status ok, with a top-1), each experiment once: the same model, recipe and
+    seed run by two studies (e.g. the baseline, and φ = 0 of compound_scale) counts once."""
     if df.empty:
         return df
-    return df[(df["status"] == "ok") & df["top1"].notna()]
+    done = df[(df["status"] == "ok") & df["top1"].notna()]
+    key = [c for c in SAME_TRIAL if c in done.columns]
+    rounded = done[key].round(6) if key else done
+    return done[~rounded.duplicated()] if key else done
+
+
+def _seeds(s: pd.DataFrame) -> str:
+    lo, hi = int(s.n.min()), int(s.n.max())
+    return f"n={hi} seeds" if lo == hi else f"n={lo}–{hi} seeds"
 
 
 def summarize(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -93,7 +105,7 @@ def accuracy_vs_flops(df: pd.DataFrame, out_dir: Path, fit: dict | None = None, 
         label, colour = METHODS[method]
         s = summarize(rows, ["depth_mult", "width_mult", "resolution_mult"])
         ax.errorbar(FLOPS.show(s.flops), s.top1, yerr=s.sd, marker="o", capsize=3, color=colour,
-                    label=f"{label} (n={int(s.n.max())} seeds)", zorder=3)
+                    label=f"{label} ({_seeds(s)})", zorder=3)
     _plain_log_axis(ax)
     ax.set_xlabel(FLOPS.axis)
     ax.set_ylabel(TOP1.axis)

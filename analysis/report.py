@@ -48,7 +48,7 @@ def report(folders: list[str], out: Path, only: tuple[str, ...] = FIGURES, name:
     counts = df["status"].value_counts().to_dict()
     result = None
     compound = df[(df["method"] == "compound") & np.isclose(df["phi"].astype(float), 1.0)] if "phi" in df else df[:0]
-    if not compound.empty:
+    if compound.groupby(["alpha", "beta", "gamma"]).ngroups >= 2:  # a grid to search, not a single point
         try:
             result = fit(compound, n_boot=n_boot)  # the φ = 1 grid search itself
         except FitError as err:

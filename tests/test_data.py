@@ -79,3 +79,9 @@ def test_imagefolder(tmp_path):
     assert x.shape == (8, 3, 32, 32)
     with pytest.raises(data.DataError, match="data.root"):
         data.load(cfg(name="imagefolder", root=str(tmp_path / "missing")), "x")
+
+
+def test_cifar_offline_says_how_to_get_it(tmp_path):
+    # CIFAR comes through torchvision's download (no network here): the error names the fix
+    with pytest.raises(data.DataError, match=r"cifar10 not found under .*data.download=true"):
+        data.load(cfg(name="cifar10", root=str(tmp_path), native_size=32, resolution=24), "x")

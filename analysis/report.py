@@ -48,6 +48,11 @@ def report(folders: list[str], out: Path, only: tuple[str, ...] = FIGURES, name:
     counts = df["status"].value_counts().to_dict()
     result = None
     compound = df[(df["method"] == "compound") & np.isclose(df["phi"].astype(float), 1.0)] if "phi" in df else df[:0]
+    if not compound.empty and compound["model"].nunique() > 1:
+        top = compound["model"].value_counts().index[0]
+        print(f"fit: using model {top}; the phi=1 trials span {', '.join(compound['model'].unique())}",
+              file=sys.stderr)
+        compound = compound[compound["model"] == top]
     if compound.groupby(["alpha", "beta", "gamma"]).ngroups >= 2:  # a grid to search, not a single point
         try:
             result = fit(compound, n_boot=n_boot)  # the φ = 1 grid search itself

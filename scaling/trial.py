@@ -49,13 +49,13 @@ def slurm_job_id() -> str | None:
     return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
 
 
-RECIPE_IGNORED = {"scaling", "seed", "name", "kind", "logger", "paths"}
+RECIPE_IGNORED = {"scaling", "seed", "name", "kind", "logger", "paths", "model"}
 RECIPE_IGNORED_LEAVES = {("train", "progress"), ("train", "threads"), ("train", "device"), ("data", "root"),
                          ("data", "download"), ("data", "num_workers")}
 
 
 def recipe_id(cfg) -> str:
-    """Short hash of everything but the scaling point and seed: trials with the same recipe compare."""
+    """Short hash of the data and training config: trials with equal recipes (and model) compare."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     kept = {group: {k: v for k, v in values.items() if (group, k) not in RECIPE_IGNORED_LEAVES}
             for group, values in resolved.items() if group not in RECIPE_IGNORED and isinstance(values, dict)}

@@ -121,17 +121,18 @@ def feature_size(model: nn.Module, resolution: int, in_chans: int) -> int:
 def min_resolution(model: nn.Module, in_chans: int, min_feature: int, start: int = 8) -> int:
     """Smallest input size (pixels) whose final feature map is at least min_feature²."""
     lo = start
-    while lo < 4096 and _safe_feature_size(model, lo, in_chans) < min_feature:
+    while lo < 4096 and safe_feature_size(model, lo, in_chans) < min_feature:
         lo = max(lo + 1, int(math.ceil(lo * 1.25)))
     hi = lo
     lo = max(1, lo // 2)
     while lo + 1 < hi:  # bisect down to the exact threshold
         mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if _safe_feature_size(model, mid, in_chans) < min_feature else (lo, mid)
+        lo, hi = (mid, hi) if safe_feature_size(model, mid, in_chans) < min_feature else (lo, mid)
     return hi
 
 
-def _safe_feature_size(model: nn.Module, resolution: int, in_chans: int) -> int:
+def safe_feature_size(model: nn.Module, resolution: int, in_chans: int) -> int:
+    """feature_size, or 0 when the input is too small for the network to run at all."""
     try:
         return feature_size(model, resolution, in_chans)
     except RuntimeError:  # input smaller than a kernel

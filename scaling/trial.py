@@ -199,7 +199,7 @@ def build_scaled(cfg, spec: coefficients.Resolved, in_chans: int, num_classes: i
         cfg.model.name, cfg.model.base_depth * spec.multipliers.depth,
         cfg.model.base_width * spec.multipliers.width, num_classes=num_classes, in_chans=in_chans,
         small_input=small, drop_rate=cfg.model.drop_rate, drop_path_rate=cfg.model.drop_path_rate)
-    side = models._safe_feature_size(built.model, px, in_chans)
+    side = models.safe_feature_size(built.model, px, in_chans)
     if side < cfg.model.min_feature:
         need = models.min_resolution(built.model, in_chans, cfg.model.min_feature)
         raise ScalingError(

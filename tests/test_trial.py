@@ -49,7 +49,7 @@ def test_interrupted_trial_resumes_and_finished_trial_is_skipped(out):
     args = ["train=quick", "train.epochs=3", "train.train_images=2048", "logger=none"]
     cmd = [sys.executable, "sweep.py", *args, f"paths.output_dir={out}", "train.progress=false"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = next(iter([out / "runs/adhoc/train.epochs=3,train.train_images=2048,train=quick/checkpoint.pt"]))
+    ckpt = out / "runs/adhoc/train.epochs=3,train.train_images=2048,train=quick/checkpoint.pt"
     deadline = time.time() + 120
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)

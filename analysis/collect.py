@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-RECORD_NAME = "result.json"  # scaling.record.RECORD_NAME (not imported: analysis stays torch-free)
+from scaling.record import RECORD_NAME  # scaling.record imports no torch
+
 LIST_FIELDS = ("stage_depths", "stage_widths", "history")
 
 

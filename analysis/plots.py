@@ -15,6 +15,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from analysis.fit import grid_argmax  # noqa: E402
 from analysis.metrics import METHODS, METRICS  # noqa: E402
 
 FLOPS, TOP1 = METRICS["flops"], METRICS["top1"]
@@ -79,14 +80,8 @@ def _series(df: pd.DataFrame, fit: dict | None) -> dict[str, pd.DataFrame]:
     if comp.empty:  # no φ sweep: the best φ = 1 grid point stands for compound scaling
         grid = df[(df["method"] == "compound") & np.isclose(df["phi"].astype(float), 1.0)]
         if not grid.empty:
-            if fit:
-                b = fit["grid_best"]
-                pick = grid[np.isclose(grid["alpha"], b["alpha"]) & np.isclose(grid["beta"], b["beta"])]
-            else:
-                means = grid.groupby(["alpha", "beta"])["top1"].mean()
-                a, b = means.idxmax()
-                pick = grid[(grid["alpha"] == a) & (grid["beta"] == b)]
-            comp = pick
+            b = fit["grid_best"] if fit else grid_argmax(grid)
+            comp = grid[np.isclose(grid["alpha"], b["alpha"]) & np.isclose(grid["beta"], b["beta"])]
     if not comp.empty:
         series["compound"] = pd.concat([base, comp])
     return series

@@ -43,6 +43,15 @@ def solve_gamma(alpha: float, beta: float, target: float = DEFAULT_TARGET) -> fl
     return math.sqrt(target / (alpha * beta**2))
 
 
+def _require_at_least_one(values: dict[str, float]) -> None:
+    """Raise ScalingError for the first scaling.<key> below 1 (scale-down not allowed)."""
+    for key, value in values.items():
+        if value < 1.0:
+            raise ScalingError(
+                f"scaling.{key}={value:g} is below 1; allowed: >= 1 (or set scaling.allow_scale_down=true)"
+            )
+
+
 def check_coefficients(
     alpha: float,
     beta: float,
@@ -53,12 +62,7 @@ def check_coefficients(
 ) -> None:
     """Raise ScalingError unless α, β, γ ≥ 1 and |α·β²·γ² − target| ≤ tolerance."""
     if not allow_scale_down:
-        for key, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
-            if value < 1.0:
-                raise ScalingError(
-                    f"scaling.{key}={value:g} is below 1; allowed: >= 1 "
-                    f"(or set scaling.allow_scale_down=true)"
-                )
+        _require_at_least_one({"alpha": alpha, "beta": beta, "gamma": gamma})
     factor = flops_factor(alpha, beta, gamma)
     if abs(factor - target) > tolerance:
         raise ScalingError(
@@ -179,10 +183,7 @@ def resolve(
                      width if width is not None else 1.0,
                      resolution if resolution is not None else 1.0)
         if not allow_scale_down:
-            for key, value in (("depth", m.depth), ("width", m.width), ("resolution", m.resolution)):
-                if value < 1.0:
-                    raise ScalingError(f"scaling.{key}={value:g} is below 1; allowed: >= 1 "
-                                       f"(or set scaling.allow_scale_down=true)")
+            _require_at_least_one({"depth": m.depth, "width": m.width, "resolution": m.resolution})
         return Resolved(scaling_method(m, False), m.depth, m.width, m.resolution, 1.0, m)
     if gamma is None:
         gamma = solve_gamma(alpha, beta, target)

@@ -125,7 +125,7 @@ def fit(model: nn.Module, train, val, cfg, trial_dir: Path, logger: TrialLogger,
     bf16 = t.bf16 == "on" or (t.bf16 == "auto" and device.type == "cuda")
     fmt = torch.channels_last if t.channels_last else torch.contiguous_format
     model.to(device, memory_format=fmt)
-    steps = max(1, len(train) // t.batch_size) if len(train) >= t.batch_size else 1
+    steps = max(1, len(train) // t.batch_size)
     opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, nesterov=True,
                           weight_decay=t.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=t.lr, total_steps=t.epochs * steps,
@@ -191,7 +191,7 @@ def fit(model: nn.Module, train, val, cfg, trial_dir: Path, logger: TrialLogger,
 
 
 def build_scaled(cfg, spec: coefficients.Resolved, in_chans: int, num_classes: int):
-    """The scaled model, its input size and whether the small-image stem is used."""
+    """The scaled model and its input size (px)."""
     small = cfg.model.small_input if cfg.model.small_input is not None else cfg.data.native_size <= 64
     px = coefficients.round_resolution(cfg.data.resolution, spec.multipliers.resolution,
                                        cfg.data.resolution_multiple)
@@ -205,7 +205,7 @@ def build_scaled(cfg, spec: coefficients.Resolved, in_chans: int, num_classes: i
         raise ScalingError(
             f"data.resolution: {px} px is too small for {cfg.model.name} (final feature map {side}x{side}, "
             f"model.min_feature={cfg.model.min_feature}); allowed: input >= {need} px")
-    return built, px, small
+    return built, px
 
 
 def run(cfg, trial_dir: Path, trial_name: str) -> dict[str, Any]:
@@ -235,10 +235,10 @@ def run(cfg, trial_dir: Path, trial_name: str) -> dict[str, Any]:
         torch.set_num_threads(threads)
         torch.manual_seed(cfg.seed)
         data = datasets.load(cfg.data, cfg.paths.data_dir)
-        built, px, _ = build_scaled(cfg, spec, data.in_chans, data.num_classes)
+        built, px = build_scaled(cfg, spec, data.in_chans, data.num_classes)
         cx = complexity.count(built.model, px, data.in_chans)
         base_spec = coefficients.resolve(1, 1, depth=1.0, width=1.0, resolution=1.0)
-        base, base_px, _ = build_scaled(cfg, base_spec, data.in_chans, data.num_classes)
+        base, base_px = build_scaled(cfg, base_spec, data.in_chans, data.num_classes)
         base_flops = complexity.count(base.model, base_px, data.in_chans).flops
         ratio = cx.flops / base_flops
         rec.update(resolution=px, stage_depths=built.stage_depths, stage_widths=built.stage_widths,

@@ -1,8 +1,9 @@
 """Run one compound-scaling trial, or a sweep of them with -m.
 
-    python sweep.py model=efficientnet_b0 data=fashion_mnist scaling.alpha=1.2 scaling.beta=1.1 train=quick
-    python sweep.py -m scaling.alpha=1.1,1.2,1.3 train=quick
-    python sweep.py -m +sweep=compound_grid
+    python sweep.py train=quick                                   # one trial: the CPU preset at φ = 1
+    python sweep.py -m scaling.alpha=1.1,1.2,1.3 train=quick      # a sweep; its plan is printed first
+    python sweep.py -m +sweep=compound_grid --plan-only           # print the plan, train nothing
+    python sweep.py -m +sweep=compound_grid hydra/sweeper=race    # race the grid (analysis/race.py)
 
 Configs: conf/ (schema in scaling/config.py); studies: sweeps/; record schema: README.
 """
@@ -10,6 +11,7 @@ Configs: conf/ (schema in scaling/config.py); studies: sweeps/; record schema: R
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -17,28 +19,70 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from scaling import config, record, sweeping
+from scaling import claim, config, record
 
 config.register()
-sweeping.register_resolvers()
+PLAN_ONLY = "--plan-only"
+
+
+def run_claimed(cfg: DictConfig, trial_dir: Path, planned) -> dict:
+    """Train the trial unless another process holds it; then wait for that holder's record."""
+    from scaling import trial  # deferred: torch and timm
+
+    waiting = False
+    while True:
+        if record.is_done(trial_dir):
+            return record.read(trial_dir / record.RECORD_NAME)
+        held = claim.Claim.take(trial_dir, trial.slurm_job_id())
+        if held is not None:
+            with held:
+                if record.is_done(trial_dir):  # finished between our check and our claim
+                    return record.read(trial_dir / record.RECORD_NAME)
+                print(f"train {trial_dir}", flush=True)
+                return trial.run(cfg, trial_dir, planned)
+        info = claim.holder(trial_dir)
+        if not waiting and info is not None:
+            print(f"skip {trial_dir.name}: claimed by {claim.describe(info)}; waiting for its record", flush=True)
+            waiting = True
+        time.sleep(2.0)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> dict:
-    """Compose the config, run the trial in Hydra's output folder, return its record."""
+    """Plan the composed config, then run (or resume, or skip) its trial; return the record."""
     hc = HydraConfig.get()
+    sweeping = hc.mode == RunMode.MULTIRUN
     trial_dir = Path(hc.runtime.output_dir)
-    if record.is_done(trial_dir):  # before importing torch: a finished trial costs ~nothing
-        print(f"skip {trial_dir}: already finished", flush=True)
+    if sweeping and record.is_done(trial_dir):  # before importing torch: a finished trial costs ~nothing
+        print(f"skip {trial_dir.name}: already finished", flush=True)
         return record.read(trial_dir / record.RECORD_NAME)
-    from scaling import trial  # deferred: torch and timm
+    from scaling import plan  # deferred: torch and timm
 
-    rec = trial.run(cfg, trial_dir, sweeping.trial_dirname(hc.job.override_dirname))
-    if rec["status"] == "failed" and hc.mode == RunMode.RUN:
-        print(f"error: {rec['error']}", file=sys.stderr, flush=True)
+    planned = plan.Planner().plan(cfg)
+    if planned.status == "dropped" and not sweeping:
+        print(f"error: {planned.reason}", file=sys.stderr, flush=True)
         sys.exit(2)
+    if not sweeping or trial_dir.name != planned.dirname:  # single runs, or a sweeper that did not plan
+        trial_dir = Path(cfg.paths.output_dir) / ("sweeps" if sweeping else "runs") / cfg.name / planned.dirname
+        if record.is_done(trial_dir):
+            print(f"skip {trial_dir}: already finished", flush=True)
+            return record.read(trial_dir / record.RECORD_NAME)
+    rec = run_claimed(cfg, trial_dir, planned)
+    if not sweeping:
+        print(f"{rec['status']}: top-1 {rec['top1']}% ({rec.get('score_split')}, {rec.get('score_images')} images) "
+              f"-> {trial_dir / record.RECORD_NAME}" if rec["status"] == "ok" else f"error: {rec['error']}",
+              file=sys.stdout if rec["status"] == "ok" else sys.stderr, flush=True)
+        if rec["status"] != "ok":
+            sys.exit(2)
     return rec
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`--plan-only` (ours) becomes `hydra.sweeper.plan_only=true` before Hydra parses the command line."""
+    if PLAN_ONLY in sys.argv:
+        sys.argv = [a for a in sys.argv if a != PLAN_ONLY] + ["hydra.sweeper.plan_only=true"]
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -36,6 +36,11 @@ def flops_factor(alpha: float, beta: float, gamma: float) -> float:
     return alpha * beta**2 * gamma**2
 
 
+def on_constraint(alpha, beta, gamma, target: float = DEFAULT_TARGET, tolerance: float = DEFAULT_TOLERANCE):
+    """True where |α·β²·γ² − target| ≤ tolerance (+1e-9 slack); works elementwise on numpy arrays."""
+    return abs(flops_factor(alpha, beta, gamma) - target) <= tolerance + 1e-9
+
+
 def solve_gamma(alpha: float, beta: float, target: float = DEFAULT_TARGET) -> float:
     """γ such that α·β²·γ² equals `target` exactly."""
     if alpha <= 0 or beta <= 0 or target <= 0:
@@ -64,7 +69,7 @@ def check_coefficients(
     if not allow_scale_down:
         _require_at_least_one({"alpha": alpha, "beta": beta, "gamma": gamma})
     factor = flops_factor(alpha, beta, gamma)
-    if abs(factor - target) > tolerance:
+    if not on_constraint(alpha, beta, gamma, target, tolerance):
         raise ScalingError(
             f"scaling: alpha*beta^2*gamma^2 = {factor:.3f} is off target {target:g} by more than "
             f"scaling.tolerance={tolerance:g}; allowed: |alpha*beta^2*gamma^2 - {target:g}| <= {tolerance:g}"
@@ -128,7 +133,7 @@ def grid(
 ) -> list[tuple[float, float, float]]:
     """φ = 1 grid points (α, β, γ) on the constraint.
 
-    With `gammas`, keep the product points with |α·β²·γ² − target| < tolerance (NNI recipe);
+    With `gammas`, keep the product points on the constraint (`on_constraint`, NNI recipe);
     without, solve γ per (α, β) and keep points with γ ≥ 1.
     """
     points = []
@@ -136,10 +141,10 @@ def grid(
         for b in betas:
             if gammas is None:
                 g = solve_gamma(a, b, target)
-                if g >= 1.0 and a >= 1.0 and b >= 1.0:
+                if min(a, b, g) >= 1.0:
                     points.append((a, b, g))
             else:
-                points += [(a, b, g) for g in gammas if abs(flops_factor(a, b, g) - target) < tolerance]
+                points += [(a, b, g) for g in gammas if on_constraint(a, b, g, target, tolerance)]
     return points
 
 

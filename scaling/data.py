@@ -22,6 +22,7 @@ from scaling.coefficients import ScalingError
 FASHION_MNIST_ENV = "FASHION_MNIST_DIR"
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"  # Debian package dataset-fashion-mnist
 FASHION_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
+FASHION_MNIST_TEST_FILES = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")  # the 10,000-image test set
 
 
 class DataError(ScalingError):
@@ -42,7 +43,10 @@ class Split:
 
 @dataclass
 class Data:
-    """A dataset ready for one trial: train and held-out validation splits."""
+    """A dataset ready for one trial: train, held-out validation and (where the dataset has one) test splits.
+
+    The validation split is for choices made during training; the test split scores the trial once, at the end.
+    """
 
     name: str
     train: Split
@@ -52,6 +56,7 @@ class Data:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     source: str  # where the files were read from
+    test: Split | None = None
 
 
 # ---- Fashion-MNIST ---- #
@@ -109,6 +114,12 @@ def load_fashion_mnist(root: str | None, data_dir: str, download: bool) -> tuple
     )
 
 
+def load_fashion_mnist_test(folder: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The 10,000-image test set beside the training files, or None when it is absent."""
+    images, labels = (_find_idx(Path(folder), stem) for stem in FASHION_MNIST_TEST_FILES)
+    return (_read_idx(images), _read_idx(labels)) if images and labels else None
+
+
 # ---- CIFAR ---- #
 
 
@@ -126,6 +137,17 @@ def load_cifar(name: str, root: str | None, data_dir: str, download: bool) -> tu
             f"or set data.root to a folder holding {cls.base_folder}"
         ) from None
     return ds.data, np.asarray(ds.targets), folder
+
+
+def load_cifar_test(name: str, folder: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """CIFAR's 10,000-image test set from the same folder, or None."""
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    try:
+        ds = (CIFAR10 if name == "cifar10" else CIFAR100)(folder, train=False, download=False)
+    except RuntimeError:
+        return None
+    return ds.data, np.asarray(ds.targets)
 
 
 # ---- synthetic ---- #
@@ -146,16 +168,21 @@ def synthetic(n: int = 2000, size: int = 28, classes: int = 10, seed: int = 0) -
 # ---- splits ---- #
 
 
+def _tensors(images: np.ndarray, labels: np.ndarray) -> Split:
+    """uint8 NCHW images and int64 labels from NHW(C) arrays."""
+    x = torch.from_numpy(np.array(images, copy=True))
+    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()  # NHW(C) -> NCHW
+    return Split(x, torch.from_numpy(labels.astype(np.int64)))
+
+
 def _split(images: np.ndarray, labels: np.ndarray, val_images: int, split_seed: int) -> tuple[Split, Split]:
     """Hold out a fixed, seeded validation split; the rest is the training pool."""
     if val_images >= len(labels):
         raise DataError(f"data.val_images={val_images} must be below the {len(labels)} training images")
     order = np.random.default_rng(split_seed).permutation(len(labels))
-    x = torch.from_numpy(np.array(images, copy=True))
-    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()  # NHW(C) -> NCHW
-    y = torch.from_numpy(labels.astype(np.int64))
+    every = _tensors(images, labels)
     val, train = torch.from_numpy(order[:val_images]), torch.from_numpy(order[val_images:])
-    return Split(x[train], y[train]), Split(x[val], y[val])
+    return Split(every.images[train], every.labels[train]), Split(every.images[val], every.labels[val])
 
 
 def _imagefolder(root: str | None, val_images: int, split_seed: int) -> tuple[Split, Split, int, str]:
@@ -180,15 +207,18 @@ def load(cfg_data, data_dir: str) -> Data:
     name = cfg_data.name
     gray = ((0.2860,), (0.3530,))  # Fashion-MNIST training-set mean/std
     rgb = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    test = None
     if name == "fashion_mnist":
         images, labels, source = load_fashion_mnist(cfg_data.root, data_dir, cfg_data.download)
-        classes, stats = 10, gray
+        classes, stats, test = 10, gray, load_fashion_mnist_test(source)
     elif name in ("cifar10", "cifar100"):
         images, labels, source = load_cifar(name, cfg_data.root, data_dir, cfg_data.download)
         classes, stats = (10 if name == "cifar10" else 100), ((0.491, 0.482, 0.447), (0.247, 0.243, 0.262))
+        test = load_cifar_test(name, source)
     elif name == "synthetic":
         images, labels = synthetic(size=cfg_data.native_size, seed=cfg_data.split_seed)
         classes, stats, source = 10, ((0.5,), (0.4,)), "procedural"
+        test = synthetic(n=1000, size=cfg_data.native_size, seed=cfg_data.split_seed + 1)
     elif name == "imagefolder":
         train, val, classes, source = _imagefolder(cfg_data.root, cfg_data.val_images, cfg_data.split_seed)
         return Data(name, train, val, classes, 3, *rgb, source=source)
@@ -196,7 +226,8 @@ def load(cfg_data, data_dir: str) -> Data:
         raise DataError(f"data.name={name!r} is unknown; allowed: fashion_mnist, cifar10, cifar100, "
                         "imagefolder, synthetic")
     train, val = _split(images, labels, cfg_data.val_images, cfg_data.split_seed)
-    return Data(name, train, val, classes, train.images.shape[1], *stats, source=source)
+    return Data(name, train, val, classes, train.images.shape[1], *stats, source=source,
+                test=_tensors(*test) if test is not None else None)
 
 
 def subsample(split: Split, n: int | None, seed: int) -> Split:
@@ -257,3 +288,15 @@ def batches(split: Split, batch_size: int, *, shuffle: bool, seed: int = 0, hfli
             flip = torch.rand(len(idx), generator=g) < 0.5
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
         yield x, split.labels[idx]
+
+
+def shape_of(cfg_data) -> tuple[int, int]:
+    """(input channels, classes) of a dataset, without loading its images (for the plan stage)."""
+    if cfg_data.name in ("fashion_mnist", "synthetic"):
+        return 1, 10
+    if cfg_data.name in ("cifar10", "cifar100"):
+        return 3, 10 if cfg_data.name == "cifar10" else 100
+    root = Path(cfg_data.root or ".")
+    train = root / "train" if (root / "train").is_dir() else root
+    classes = sum(p.is_dir() for p in train.iterdir()) if train.is_dir() else 0
+    return 3, classes or 1000

@@ -51,9 +51,9 @@ def _resnet_family(block: str, layers: tuple[int, ...]):
             block=BasicBlock if block == "basic" else Bottleneck,
             layers=tuple(round_repeats(n, depth) for n in layers),
             channels=tuple(round_channels(c * width) for c in (64, 128, 256, 512)),
-            stem_width=round_channels(64 * width),
             **kwargs,
         )
+        _scale_resnet_stem(model, round_channels(64 * width))
         if small_input:
             model.conv1.stride = (1, 1)
             model.maxpool = nn.Identity()
@@ -63,6 +63,33 @@ def _resnet_family(block: str, layers: tuple[int, ...]):
         return [model.layer1, model.layer2, model.layer3, model.layer4]
 
     return build, stages
+
+
+def _scale_resnet_stem(model: nn.Module, stem: int) -> None:
+    """Give a timm ResNet a `stem`-channel stem (timm fixes the plain stem at 64 and uses `stem_width`
+    only for deep stems), rewiring the first block's input convs to match."""
+    old = model.conv1.out_channels
+    if stem == old:
+        return
+    model.conv1 = nn.Conv2d(model.conv1.in_channels, stem, kernel_size=7, stride=2, padding=3, bias=False)
+    model.bn1 = type(model.bn1)(stem)
+    first = model.layer1[0]
+    first.conv1 = _with_inputs(first.conv1, stem)
+    out = _stage_width(model.layer1)
+    if first.downsample is not None:
+        if stem == out and first.conv1.stride == (1, 1):
+            first.downsample = None  # as timm builds it when input and output channels agree
+        else:
+            first.downsample[0] = _with_inputs(first.downsample[0], stem)
+    elif stem != out:
+        first.downsample = nn.Sequential(nn.Conv2d(stem, out, 1, bias=False), type(model.bn1)(out))
+    model.feature_info[0]["num_chs"] = stem
+
+
+def _with_inputs(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    """A fresh conv like `conv` taking `in_channels` inputs."""
+    return nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                     conv.dilation, conv.groups, conv.bias is not None)
 
 
 # name -> (builder, stage lister). Baselines of the paper's Tables 2 and 3.

@@ -11,18 +11,21 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-SCHEMA = 1
+SCHEMA = 2
 RECORD_NAME = "result.json"
-STATUSES = ("ok", "failed", "filtered")
+STATUSES = ("ok", "failed")
 
 FIELDS = (
-    "schema", "status", "error", "trial", "study", "kind", "recipe", "method", "model", "dataset",
-    "alpha", "beta", "gamma", "phi", "depth_mult", "width_mult", "resolution_mult", "resolution",
-    "base_resolution", "stage_depths", "stage_widths", "params", "flops", "activations",
+    "schema", "status", "error", "trial", "trial_id", "arch", "recipe", "study", "kind", "strategy",
+    "method", "model", "dataset",
+    "alpha", "beta", "gamma", "phi", "target", "tolerance", "coefficients_source",
+    "depth_mult", "width_mult", "resolution_mult", "resolution", "base_resolution", "native_resolution", "upscaled",
+    "stage_depths", "stage_widths", "params", "flops", "activations",
     "nominal_flops_factor", "measured_flops_factor", "base_flops",
-    "seed", "epochs", "epochs_run", "train_images", "val_images", "top1", "history",
-    "train_seconds", "train_images_per_second", "startup_seconds", "device", "threads",
+    "seed", "epochs", "epochs_run", "train_images", "val_images", "top1", "score_split", "score_images",
+    "history", "train_seconds", "train_images_per_second", "startup_seconds", "score_seconds", "device", "threads",
     "host", "slurm_job_id", "started", "finished",
+    "model_config", "data_config", "train_config", "scaling_config",
 )
 
 
@@ -48,9 +51,9 @@ def read(path: Path) -> dict[str, Any] | None:
 
 
 def is_done(trial_dir: Path) -> bool:
-    """True when the trial already has a finished record (ok or filtered): nothing to redo."""
+    """True when the trial already has a finished (ok) record: nothing to redo."""
     rec = read(Path(trial_dir) / RECORD_NAME)
-    return bool(rec) and rec.get("status") in ("ok", "filtered")
+    return bool(rec) and rec.get("status") == "ok"
 
 
 def new(**values: Any) -> dict[str, Any]:

@@ -1,65 +1,242 @@
-"""A basic (cartesian) sweeper that drops grid points off the compound-scaling constraint.
+"""Sweepers that plan before they launch: `hydra/sweeper=grid` (the default) and `hydra/sweeper=race`.
 
-With `scaling.grid_filter=true` (set by sweeps/compound_grid.yaml), every point of the product
-is resolved with the trial's own rules (γ solved when unset, α·β²·γ² within tolerance, all ≥ 1)
-before launch; points that would fail are logged and never launched. This is NNI's
-FixedProductTuner recipe as a Hydra sweeper.
+Both expand the command line and `hydra.sweeper.params` into a cartesian grid, compose every point
+with Hydra's own config loader, and resolve it (scaling/plan.py): coefficients, rounding, the
+network actually built and its measured FLOPs. Points that build the same network are one trial;
+points off the constraint are dropped with their reason. The plan goes to `<sweep dir>/plan.jsonl`
+and the terminal; `hydra.sweeper.plan_only=true` (`python sweep.py -m ... --plan-only`) stops there.
+
+- grid: launch every planned trial (in batches of `max_batch_size`).
+- race: run the φ = 1 grid in rounds (analysis/race.py): every point on a few shared seeds, then
+  drop the points the statistics say are worse and add seeds to the survivors, until one point is
+  left, the survivors are within `practical_difference`, or the seed cap or budget is spent. The
+  records on disk are its state: a killed race, rerun, retrains nothing and reaches the same decision.
 """
 
 
+import itertools
+import json
 import logging
+import sys
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import yaml
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
 
-from scaling.coefficients import ScalingError, resolve
+from scaling import record
+from scaling.coefficients import ScalingError
 
 log = logging.getLogger(__name__)
-SCALING_KEYS = ("alpha", "beta", "gamma", "phi", "target", "tolerance", "allow_scale_down",
-                "depth", "width", "resolution", "grid_filter")
-
-
-def point_scaling(base: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """The scaling group of one grid point: the base config's values with its overrides applied."""
-    values = {k: base.get(k) for k in SCALING_KEYS}
-    for item in overrides:
-        key, _, value = item.lstrip("+~").partition("=")
-        if key.startswith("scaling.") and key[len("scaling."):] in SCALING_KEYS:
-            values[key[len("scaling."):]] = yaml.safe_load(value)
-    return values
-
-
-def on_constraint(s: dict[str, Any]) -> bool:
-    """True when the trial's scaling would resolve without error."""
-    try:
-        resolve(s["alpha"], s["beta"], s["gamma"], s["phi"], s["target"], s["tolerance"],
-                s["allow_scale_down"], s["depth"], s["width"], s["resolution"])
-    except (ScalingError, TypeError):
-        return False
-    return True
-
-
-class ConstrainedSweeper(BasicSweeper):
-    """BasicSweeper whose grid is filtered to the constraint when scaling.grid_filter is set."""
-
-    def split_arguments(self, overrides, max_batch_size: int | None):  # type: ignore[override]
-        (jobs,) = BasicSweeper.split_arguments(overrides, None)
-        base = dict(self.config.scaling) if "scaling" in self.config else {}
-        kept = [j for j in jobs if not point_scaling(base, j)["grid_filter"]
-                or on_constraint(point_scaling(base, j))]
-        if len(kept) < len(jobs):
-            log.info("grid: %d of %d points satisfy alpha*beta^2*gamma^2 = %s within %s; "
-                     "launching those", len(kept), len(jobs), base.get("target"), base.get("tolerance"))
-        if not kept:
-            raise ScalingError("scaling.grid_filter: no grid point satisfies the constraint; "
-                               "widen scaling.tolerance or the grid")
-        size = max_batch_size or len(kept)
-        return [kept[i:i + size] for i in range(0, len(kept), size)]
 
 
 @dataclass
-class ConstrainedSweeperConf(BasicSweeperConf):
-    _target_: str = "hydra_plugins.compound_scaling.sweeper.ConstrainedSweeper"
+class RaceConf:
+    max_seeds: int = 6  # seed cap per point
+    initial_seeds: int = 2  # seeds every point runs in round 1
+    seeds_per_round: int = 1  # seeds added to each survivor per round
+    budget_trials: int | None = None  # stop when this many trials have run
+    budget_seconds: float | None = None  # stop when this many training seconds are spent
+    practical_difference: float = 0.0  # stop when the survivors lie within this many points
+
+
+@dataclass
+class GridSweeperConf:
+    _target_: str = "hydra_plugins.compound_scaling.sweeper.PlanSweeper"
+    max_batch_size: int | None = None  # trials per launch (null: all at once)
+    params: dict[str, str] | None = None  # the grid, as in Hydra's basic sweeper
+    plan_only: bool = False  # print and write the plan, launch nothing
+    mode: str = "grid"
+
+
+@dataclass
+class RaceSweeperConf(GridSweeperConf):
+    mode: str = "race"
+    race: RaceConf = field(default_factory=RaceConf)
+
+
+class PlanSweeper(Sweeper):
+    """Cartesian grid -> plan (resolved, deduplicated, filtered) -> launch: all at once, or as a race."""
+
+    def __init__(self, max_batch_size: int | None = None, params: dict | None = None, plan_only: bool = False,
+                 mode: str = "grid", race: Any = None) -> None:
+        self.max_batch_size = max_batch_size
+        self.params = params or {}
+        self.plan_only = plan_only
+        self.mode = mode
+        self.race = race
+        self.config: DictConfig | None = None
+        self.launcher = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
+
+    # ---- the grid ---- #
+
+    def _grid(self, arguments: list[str]) -> list[list[str]]:
+        """Every point of the cartesian product, as override lists (command line wins over params)."""
+        lines = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        axes: dict[str, list[str]] = {}
+        for o in parser.parse_overrides(lines):
+            key = o.get_key_element()
+            if o.is_sweep_override():
+                if not o.is_discrete_sweep():
+                    raise ScalingError(f"{key}: only discrete sweeps (a,b,c or range) are allowed here")
+                axes[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
+            else:
+                axes[key] = [f"{key}={o.get_value_element_as_str()}"]
+        return [list(p) for p in itertools.product(*axes.values())]
+
+    def _compose(self, overrides: list[str]) -> DictConfig:
+        return self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+
+    def _plan(self, grid: list[list[str]]):
+        from scaling import plan  # deferred: torch and timm (the plan builds each network once)
+
+        planner = plan.Planner()
+        points = plan.dedupe([planner.plan(self._compose(o), o) for o in grid])
+        return points
+
+    @property
+    def sweep_dir(self) -> Path:
+        return Path(str(self.config.hydra.sweep.dir))
+
+    def _write_plan(self, points, header: str = "") -> None:
+        from scaling import plan
+
+        plan.write(self.sweep_dir / plan.PLAN_NAME, points)
+        print(f"{header}{plan.describe(points)}\nplan written to {self.sweep_dir / plan.PLAN_NAME}", flush=True)
+
+    # ---- launching ---- #
+
+    def _launch(self, points, first_idx: int) -> list[JobReturn]:
+        """Launch the planned trials that have no finished record yet (each in its own folder)."""
+        todo = [p for p in points if p.status == "run" and not record.is_done(self.sweep_dir / p.dirname)]
+        done = sum(p.status == "run" for p in points) - len(todo)
+        if done:
+            print(f"{done} trial(s) already finished: not retrained", flush=True)
+        returns: list[JobReturn] = []
+        size = self.max_batch_size or max(1, len(todo))
+        for i in range(0, len(todo), size):
+            batch = [[*p.overrides, f"hydra.sweep.subdir={p.dirname}"] for p in todo[i:i + size]]
+            returns += list(self.launcher.launch(batch, initial_job_idx=first_idx + i))
+        return returns
+
+    def sweep(self, arguments: list[str]) -> Any:
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
+        try:
+            grid = self._grid(arguments)
+            if self.mode == "race":
+                return self._race(grid)
+            points = self._plan(grid)
+            self._write_plan(points)
+            runnable = [p for p in points if p.status == "run"]
+            if not runnable:
+                raise ScalingError("scaling: no point of this sweep can run (every point is dropped, see the plan); "
+                                   "allowed: points with alpha*beta^2*gamma^2 within scaling.tolerance of "
+                                   "scaling.target and all coefficients >= 1")
+            if self.plan_only:
+                return []
+            returns = self._launch(points, 0)
+        except ScalingError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(2)
+        self._summary(points)
+        return returns
+
+    def _summary(self, points) -> None:
+        """Print what the sweep holds; exit non-zero when a trial failed or a point was dropped unasked."""
+        ran = [p for p in points if p.status == "run"]
+        recs = {p.dirname: record.read(self.sweep_dir / p.dirname / record.RECORD_NAME) or {} for p in ran}
+        failed = [(d, r) for d, r in recs.items() if r.get("status") != "ok"]
+        grid_filter = bool(OmegaConf.select(self.config, "scaling.grid_filter", default=False))
+        dropped = [p for p in points if p.status == "dropped"]
+        print(f"\nsweep {self.sweep_dir}: {len(ran) - len(failed)} of {len(ran)} trials ok"
+              + (f", {len(failed)} failed" if failed else "")
+              + (f"; {len(dropped)} point(s) dropped by the plan" if dropped else ""), flush=True)
+        for d, r in failed:
+            print(f"  FAILED {d}: {r.get('error') or 'no record'}", flush=True)
+        if not grid_filter:
+            for p in dropped:
+                print(f"  DROPPED {' '.join(p.overrides)}: {p.reason}", flush=True)
+        if failed or (dropped and not grid_filter):
+            print("rerun the same command to retry (finished trials are skipped)", file=sys.stderr, flush=True)
+            sys.exit(1)
+
+    # ---- the race ---- #
+
+    def _race(self, grid: list[list[str]]) -> list[JobReturn]:
+        """Rounds of shared seeds over the grid's points; the records on disk are the state."""
+        import pandas as pd
+
+        from analysis import race as racing
+        from scaling import plan
+
+        r = self.race
+        points = self._plan([[o for o in g if not o.startswith("seed=")] + ["seed=0"] for g in grid])
+        unique = {p.ids["arch"]: p for p in points if p.status == "run"}
+        if not unique:
+            raise ScalingError("scaling: no point of this race can run (every point is dropped, see the plan)")
+        seeds = range(r.max_seeds)
+        full = self._plan([[*p.overrides[:-1], f"seed={s}"] for p in unique.values() for s in seeds])
+        aliases = [p for p in points if p.status != "run"]
+        self._write_plan(full + [a for a in aliases], header=f"race over {len(unique)} distinct networks, "
+                         f"up to {r.max_seeds} shared seeds each\n")
+        if self.plan_only:
+            return []
+        by_key = {(p.ids["arch"], p.point["seed"]): p for p in full}
+        returns: list[JobReturn] = []
+        while True:
+            rows = []
+            for (arch, seed), p in by_key.items():
+                rec = record.read(self.sweep_dir / p.dirname / record.RECORD_NAME)
+                if rec and rec.get("status") == "ok":
+                    rows.append({**rec, "arch": arch, "seed": seed})
+            state = racing.decide(pd.DataFrame(rows), list(unique), max_seeds=r.max_seeds,
+                                  initial_seeds=r.initial_seeds, seeds_per_round=r.seeds_per_round,
+                                  budget_trials=r.budget_trials, budget_seconds=r.budget_seconds,
+                                  practical_difference=r.practical_difference)
+            (self.sweep_dir / "race.json").write_text(json.dumps(state.to_dict(), indent=2, default=str) + "\n")
+            if state.done:
+                print(f"race: done after round {state.round}: {state.reason}; {len(state.alive)} point(s) left",
+                      flush=True)
+                break
+            todo = [by_key[(k, s)] for k, ss in state.next_seeds.items() for s in ss]
+            print(f"race: round {state.round}: {len(state.alive)} point(s) alive, "
+                  f"{len(state.dropped)} dropped; running {len(todo)} trial(s)", flush=True)
+            before = len(returns)
+            returns += self._launch(todo, len(returns))
+            if len(returns) == before and all(record.is_done(self.sweep_dir / p.dirname) for p in todo):
+                continue
+            failed = [p for p in todo if not record.is_done(self.sweep_dir / p.dirname)]
+            if failed:
+                print(f"race: {len(failed)} trial(s) of this round failed; stopping", file=sys.stderr, flush=True)
+                self._summary(todo)
+                break
+        del plan
+        return returns
+
+
+def register() -> None:
+    """Register `hydra/sweeper=grid` and `hydra/sweeper=race` (Hydra imports this module on plugin discovery)."""
+    cs = ConfigStore.instance()
+    cs.store(group="hydra/sweeper", name="grid", node=GridSweeperConf, provider="compound_scaling")
+    cs.store(group="hydra/sweeper", name="race", node=RaceSweeperConf, provider="compound_scaling")
+
+
+register()
+
+

@@ -1,0 +1,55 @@
+"""Trial identity: a hash of every resolved config value that changes what a trial computes.
+
+Which values do not (logging, paths, progress, threads, device) is declared once, in the schema
+(`scaling.config.runtime`). The `scaling` group is replaced by the network it builds, so grid
+points that round to the same stage depths, widths and input size are one trial.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+from scaling.config import IDENTITY, Config
+
+HASH_CHARS = 10
+
+
+def digest(values: Any, chars: int = HASH_CHARS) -> str:
+    """Short, stable hash of JSON-able values (key order does not matter)."""
+    return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:chars]
+
+
+def computing_values(resolved: dict[str, Any], schema: type = Config) -> dict[str, Any]:
+    """The resolved config without the fields the schema marks as not changing the result."""
+    kept = {}
+    for f in dataclasses.fields(schema):
+        if f.metadata.get(IDENTITY, True) is False or f.name not in resolved:
+            continue
+        value = resolved[f.name]
+        group = _dataclass_of(f)
+        kept[f.name] = computing_values(value, group) if group and isinstance(value, dict) else value
+    return kept
+
+
+def _dataclass_of(f: dataclasses.Field) -> type | None:
+    """The dataclass type of a nested group field (its default factory), else None."""
+    factory = f.default_factory
+    return factory if factory is not dataclasses.MISSING and dataclasses.is_dataclass(factory) else None
+
+
+def ids(resolved: dict[str, Any], network: dict[str, Any]) -> dict[str, str]:
+    """The three identities of a trial, from its resolved config and the network it builds.
+
+    - `recipe`: the baseline and recipe (model, data and train groups): trials that compare;
+    - `arch`: recipe + network (no seed): grid points that build the same network share it;
+    - `trial_id`: arch + seed: the trial itself, and the hash in its folder name.
+    """
+    values = computing_values(resolved)
+    values.pop("scaling", None)  # enters through the network it builds
+    seed = values.pop("seed", None)
+    recipe = digest(values)
+    arch = digest({"recipe": recipe, "network": network})
+    return {"recipe": recipe, "arch": arch, "trial_id": digest({"arch": arch, "seed": seed})}

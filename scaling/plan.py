@@ -1,0 +1,212 @@
+"""The plan stage: resolve every point of a study before anything trains.
+
+For each composed config: resolve the coefficients (γ from the constraint, or a fit file), build
+the network to learn what rounding really made of it (stage depths, widths, input size), count
+its FLOPs, and derive its identity (scaling/identity.py). Points that build the same network
+with the same recipe and seed are one trial; points that cannot run are dropped with a reason.
+The sweeper writes the plan to `<sweep dir>/plan.jsonl` (one line per grid point) and prints it;
+analysis reads it to report a shared trial under each grid point.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from scaling import coefficients, config, identity
+from scaling.coefficients import ScalingError
+
+PLAN_NAME = "plan.jsonl"
+
+
+@dataclass
+class Planned:
+    """One grid point of a study: what it resolves to, and whether and where it runs."""
+
+    point: dict[str, Any]  # the requested coefficients and seed: alpha, beta, gamma, phi, seed, method, d, w, r
+    status: str = "run"  # run | shared (same trial as an earlier point) | dropped
+    reason: str | None = None  # why dropped, or which point it shares
+    dirname: str | None = None  # trial folder name: readable part + trial_id
+    ids: dict[str, str] = field(default_factory=dict)  # recipe, arch, trial_id
+    network: dict[str, Any] = field(default_factory=dict)  # resolution (px), stage_depths, stage_widths, params
+    flops: int | None = None  # multiply-adds per image, counted on the built model
+    activations: int | None = None
+    base_flops: int | None = None  # the baseline (d = w = r = 1) built the same way
+    overrides: list[str] = field(default_factory=list)  # the command-line overrides of this point
+    coefficients_source: str | None = None  # the fit file the coefficients came from
+
+    @property
+    def measured_flops_factor(self) -> float | None:
+        return self.flops / self.base_flops if self.flops and self.base_flops else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "measured_flops_factor": self.measured_flops_factor}
+
+
+def from_fit(path: str) -> tuple[float, float, float]:
+    """(α, β, γ) of the selected point of a fit file (analysis.fit / analysis.report fit.json)."""
+    try:
+        fit = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise ScalingError(f"scaling.from_fit={path}: cannot read a fit file ({type(err).__name__}); "
+                           "allowed: a fit.json written by analysis.fit or analysis.report") from None
+    selected = fit.get("selected") if isinstance(fit, dict) else None
+    if not isinstance(selected, dict) or not all(isinstance(selected.get(k), (int, float))
+                                                 for k in ("alpha", "beta", "gamma")):
+        raise ScalingError(f"scaling.from_fit={path}: the file has no selected point with alpha, beta, gamma; "
+                           "allowed: a fit.json from analysis.fit >= this version")
+    return float(selected["alpha"]), float(selected["beta"]), float(selected["gamma"])
+
+
+def resolve_scaling(s) -> tuple[coefficients.Resolved, str | None]:
+    """The trial's resolved scaling, and the fit file its coefficients came from (if any)."""
+    alpha, beta, gamma, source = s.alpha, s.beta, s.gamma, None
+    if s.from_fit:
+        alpha, beta, gamma = from_fit(s.from_fit)
+        source = str(s.from_fit)
+    spec = coefficients.resolve(alpha, beta, gamma, s.phi, s.target, s.tolerance, s.allow_scale_down,
+                                s.depth, s.width, s.resolution)
+    return spec, source
+
+
+def input_size(cfg, resolution_mult: float) -> int:
+    """Input side (px) of a trial: round(r0 · r) to data.resolution_multiple."""
+    return coefficients.round_resolution(cfg.data.resolution, resolution_mult, cfg.data.resolution_multiple)
+
+
+def build_scaled(cfg, m: coefficients.Multipliers, in_chans: int, num_classes: int):
+    """The scaled network (models.BuiltModel) and its input size (px); too small an input is a ScalingError."""
+    from scaling import models  # deferred: torch and timm
+
+    small = cfg.model.small_input if cfg.model.small_input is not None else cfg.data.native_size <= 64
+    px = input_size(cfg, m.resolution)
+    built = models.build_model(
+        cfg.model.name, cfg.model.base_depth * m.depth, cfg.model.base_width * m.width,
+        num_classes=num_classes, in_chans=in_chans, small_input=small,
+        drop_rate=cfg.model.drop_rate, drop_path_rate=cfg.model.drop_path_rate)
+    side = models.safe_feature_size(built.model, px, in_chans)
+    if side < cfg.model.min_feature:
+        need = models.min_resolution(built.model, in_chans, cfg.model.min_feature)
+        raise ScalingError(
+            f"data.resolution: {px} px is too small for {cfg.model.name} (final feature map {side}x{side}, "
+            f"model.min_feature={cfg.model.min_feature}); allowed: input >= {need} px")
+    return built, px
+
+
+def _readable(method: str, m: coefficients.Multipliers, seed: int) -> str:
+    return f"{method}_d{m.depth:.3g}_w{m.width:.3g}_r{m.resolution:.3g}_s{seed}"
+
+
+class Planner:
+    """Plans points one by one, counting each distinct network once (builds are cached by identity)."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, tuple[dict, Any]] = {}
+
+    def _count(self, cfg, m: coefficients.Multipliers) -> tuple[dict[str, Any], Any]:
+        from scaling import complexity, data
+
+        key = identity.digest([OmegaConf.to_container(cfg.model, resolve=True),
+                               OmegaConf.to_container(cfg.data, resolve=True), m.depth, m.width, m.resolution])
+        if key not in self._counts:
+            in_chans, classes = data.shape_of(cfg.data)
+            built, px = build_scaled(cfg, m, in_chans, classes)
+            cx = complexity.count(built.model, px, in_chans)
+            network = {"resolution": px, "stage_depths": built.stage_depths,
+                       "stage_widths": built.stage_widths, "params": cx.params}
+            self._counts[key] = (network, cx)
+        return self._counts[key]
+
+    def plan(self, cfg, overrides: list[str] | None = None) -> Planned:
+        """Resolve one composed config (its `hydra` node, if any, is ignored)."""
+        s = cfg.scaling
+        point = {"alpha": s.alpha, "beta": s.beta, "gamma": s.gamma, "phi": s.phi, "seed": cfg.seed,
+                 "depth": s.depth, "width": s.width, "resolution": s.resolution}
+        planned = Planned(point=point, overrides=list(overrides or []))
+        try:
+            config.validate(cfg)
+            spec, planned.coefficients_source = resolve_scaling(s)
+            m = spec.multipliers
+            point.update(alpha=spec.alpha, beta=spec.beta, gamma=spec.gamma, phi=spec.phi, method=spec.method,
+                         depth_mult=m.depth, width_mult=m.width, resolution_mult=m.resolution,
+                         nominal_flops_factor=spec.nominal_flops_factor)
+            network, cx = self._count(cfg, m)
+            _, base = self._count(cfg, coefficients.Multipliers(1.0, 1.0, 1.0))
+        except ScalingError as err:
+            planned.status, planned.reason = "dropped", str(err)
+            return planned
+        planned.network, planned.flops, planned.activations = network, cx.flops, cx.activations
+        planned.base_flops = base.flops
+        resolved = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+                    for k, v in cfg.items() if k != "hydra"}
+        planned.ids = identity.ids(resolved, network)
+        planned.dirname = f"{_readable(spec.method, m, cfg.seed)}_{planned.ids['trial_id']}"
+        ratio, lo, hi = planned.measured_flops_factor, s.min_flops_ratio, s.max_flops_ratio
+        if (lo is not None and ratio < lo) or (hi is not None and ratio > hi):
+            planned.status = "dropped"
+            planned.reason = (f"measured FLOPs ratio {ratio:.3f} outside [scaling.min_flops_ratio={lo}, "
+                              f"scaling.max_flops_ratio={hi}]")
+        return planned
+
+
+def dedupe(points: list[Planned]) -> list[Planned]:
+    """Mark points whose trial an earlier point already runs as `shared` (same network, recipe and seed)."""
+    first: dict[str, Planned] = {}
+    for p in points:
+        if p.status != "run":
+            continue
+        owner = first.setdefault(p.ids["trial_id"], p)
+        if owner is not p:
+            p.status, p.reason = "shared", f"builds the same network as {owner.dirname}"
+    return points
+
+
+def write(path: Path, points: list[Planned]) -> None:
+    """One JSON line per grid point (atomically replaced)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(p.to_dict(), default=str) + "\n" for p in points))
+    tmp.replace(path)
+
+
+def read(path: Path) -> list[dict[str, Any]]:
+    """The plan's lines as dicts ([] when there is no plan)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def describe(points: list[Planned]) -> str:
+    """The effective grid as a text table: which points run, which share a network, which are dropped."""
+    lines = [f"{'alpha':>6} {'beta':>6} {'gamma':>6} {'phi':>4} {'seed':>4}  {'px':>3} {'FLOPs x':>7}  "
+             "stage depths / widths  ->  trial"]
+    for p in points:
+        q, n = p.point, p.network
+        head = " ".join(f"{_fmt(q.get(k)):>{w}}" for k, w in (("alpha", 6), ("beta", 6), ("gamma", 6),
+                                                               ("phi", 4), ("seed", 4)))
+        if p.status == "dropped":
+            lines.append(f"{head}  dropped: {p.reason}")
+            continue
+        ratio = p.measured_flops_factor
+        body = f"{n['resolution']:>3} {ratio if ratio is not None else math.nan:>7.2f}  " \
+               f"{n['stage_depths']} / {n['stage_widths']}"
+        tail = p.dirname if p.status == "run" else f"same network as {p.reason.rsplit(' ', 1)[-1]}"
+        lines.append(f"{head}  {body}  ->  {tail}")
+    runs = sum(p.status == "run" for p in points)
+    shared = sum(p.status == "shared" for p in points)
+    dropped = sum(p.status == "dropped" for p in points)
+    lines.append(f"plan: {len(points)} points -> {runs} trials to run"
+                 + (f", {shared} share a network with another point" if shared else "")
+                 + (f", {dropped} dropped" if dropped else ""))
+    return "\n".join(lines)

@@ -13,20 +13,24 @@ DEPTHS := 2.0,3.0,4.0,6.0,8.0
 WIDTHS := 1.4,1.8,2.6,3.8,5.0
 RESOLUTIONS := 1.3,1.5,1.7,1.9,2.2,2.5
 PHIS := 0,1,2,3,4,5,6,7
+TRANSFER_PHIS := 2,3
 TABLE3_MODELS := mobilenetv2,resnet50
+SEEDS := 0,1,2
 else
 # two trials at a time, one thread each (measured ~10% more images/s than one 2-thread trial)
-RUN := $(SWEEP) train=demo hydra/launcher=submitit_local hydra.launcher.max_parallel=2 hydra.launcher.cpus_per_task=1
+RUN := $(SWEEP) train=demo hydra/launcher=local hydra.launcher.max_parallel=2 hydra.launcher.cpus_per_task=1
 DEPTHS := 2.0,3.0
 WIDTHS := 1.4,1.8
 RESOLUTIONS := 1.2,1.4
 PHIS := 0,1,2
+TRANSFER_PHIS := 2
 TABLE3_MODELS := mobilenetv2_cpu,resnet18_cpu
+SEEDS := 0,1,2
 endif
 S := $(OUT)/sweeps
 REPORT := $(PY) -m analysis.report
 
-.PHONY: help install test test-fast lint bench slurm-up slurm-down demo fig3 fig4 fig8 table2 table3 figures clean
+.PHONY: help install test test-fast lint bench slurm-up slurm-down demo transfer fig3 fig4 fig8 table2 table3 figures clean
 
 help:  ## list targets
 	@grep -hE '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -61,15 +65,29 @@ lint: install  ## ruff
 bench: install  ## trial training step vs a plain eager NCHW timm loop, overhead and peak memory
 	$(PY) -m scaling.bench
 
-demo: install  ## the main job: φ=1 grid (2 seeds) + single-dimension sweeps on Fashion-MNIST, fit, figures (~15 min)
+demo: install  ## the main job: race the φ=1 grid, single-dimension sweeps, confidence set, figures (<= 20 min)
 	@date +"demo started %T"
-	-$(RUN) +sweep=compound_grid
-	-$(RUN) +sweep=baseline
-	-$(RUN) +sweep=depth scaling.depth=2.0
-	-$(RUN) +sweep=width scaling.width=1.4
-	-$(RUN) +sweep=resolution scaling.resolution=1.4
+	-$(RUN) +sweep=compound_grid hydra/sweeper=race
+	-$(RUN) +sweep=baseline seed=$(SEEDS)
+	-$(RUN) +sweep=depth scaling.depth=2.0 seed=$(SEEDS)
+	-$(RUN) +sweep=width scaling.width=1.4 seed=$(SEEDS)
+	-$(RUN) +sweep=resolution scaling.resolution=1.4 seed=$(SEEDS)
 	$(REPORT) $(S)/compound_grid $(S)/baseline $(S)/depth $(S)/width $(S)/resolution --out $(REPORTS)/demo --wandb
 	@date +"demo finished %T"
+
+transfer: install  ## after demo: do the chosen coefficients beat single dimensions at equal measured cost (φ=2)? -> reports/transfer
+	@test -f $(REPORTS)/demo/fit.json || { echo "error: $(REPORTS)/demo/fit.json not found; run 'make demo' first"; exit 2; }
+	@date +"transfer started %T"
+	-$(RUN) +sweep=baseline seed=$(SEEDS)
+	-$(RUN) +sweep=depth scaling.depth=$(DEPTHS) seed=0,1
+	-$(RUN) +sweep=width scaling.width=$(WIDTHS) seed=0,1
+	-$(RUN) +sweep=resolution scaling.resolution=$(RESOLUTIONS) seed=0,1
+	$(PY) -m analysis.star $(S)/baseline $(S)/depth $(S)/width $(S)/resolution --out $(REPORTS)/transfer/star.json
+	$(PY) -m scaling.transfer --fit $(REPORTS)/demo/fit.json --star $(REPORTS)/transfer/star.json \
+	  --phi $(TRANSFER_PHIS) --out $(REPORTS)/transfer/sweep.yaml $(if $(filter paper,$(SCALE)),+preset=paper data.root=$(DATA))
+	-$(RUN) +sweep=transfer seed=$(SEEDS) '+transfer_file=$(REPORTS)/transfer/sweep.yaml'
+	$(PY) -m analysis.transfer $(S)/transfer $(S)/baseline --out $(REPORTS)/transfer
+	@date +"transfer finished %T"
 
 fig3: install  ## paper Fig. 3: depth, width, resolution scaled one at a time -> reports/fig3
 	-$(RUN) +sweep=baseline

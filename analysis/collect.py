@@ -2,8 +2,12 @@
 
     python -m analysis.collect outputs/sweeps/compound_grid outputs/sweeps/baseline --out results.csv
 
-One row per trial folder; corrupt or partial records are skipped and reported, never fatal.
-Columns: every record field (README, "Result record"), lists as JSON strings, plus `path`.
+A sweep folder with a plan (plan.jsonl) contributes one row per planned grid point that has a
+record: a trial that several points share (they build the same network) appears under each, and
+records of configs that are no longer in the plan are ignored (and counted). Folders without a
+plan contribute every record. Corrupt or partial records are skipped and reported, never fatal.
+Columns: every record field (README, "Result record"), lists and config groups as JSON strings,
+plus `path` and `shared` (true for a point reported through another point's trial).
 """
 
 from __future__ import annotations
@@ -19,6 +23,11 @@ import pandas as pd
 from scaling.record import RECORD_NAME  # scaling.record imports no torch
 
 LIST_FIELDS = ("stage_depths", "stage_widths", "history")
+CONFIG_FIELDS = ("model_config", "data_config", "train_config", "scaling_config")
+
+
+POINT_FIELDS = ("alpha", "beta", "gamma", "phi", "method", "depth_mult", "width_mult", "resolution_mult",
+                "nominal_flops_factor")
 
 
 def find_records(paths: Iterable[str | Path]) -> list[Path]:
@@ -30,26 +39,76 @@ def find_records(paths: Iterable[str | Path]) -> list[Path]:
     return list(found)
 
 
-def collect(paths: Iterable[str | Path], report=print) -> pd.DataFrame:
-    """DataFrame of every readable record under `paths`; skipped files are reported."""
-    rows, skipped = [], []
-    for f in find_records(paths):
-        try:
-            rec = json.loads(f.read_text())
-            if not isinstance(rec, dict) or "status" not in rec or "schema" not in rec:
-                raise ValueError("not a result record")
-        except (OSError, ValueError) as err:
-            skipped.append((f, err))
+def _read(f: Path) -> dict:
+    rec = json.loads(f.read_text())
+    if not isinstance(rec, dict) or "status" not in rec or "schema" not in rec:
+        raise ValueError("not a result record")
+    for key in LIST_FIELDS + CONFIG_FIELDS:
+        if isinstance(rec.get(key), (list, dict)):
+            rec[key] = json.dumps(rec[key])
+    return rec
+
+
+def _planned_rows(plan_file: Path, report) -> tuple[list[dict], set[Path]]:
+    """One row per grid point of a sweep's plan that has a record: a trial shared by several points
+    (they build the same network) is reported under each, with that point's coefficients."""
+    sweep_dir = plan_file.parent
+    rows, used, missing = [], set(), 0
+    for line in plan_file.read_text().splitlines():
+        if not line.strip():
             continue
-        for key in LIST_FIELDS:
-            if isinstance(rec.get(key), list):
-                rec[key] = json.dumps(rec[key])
-        rows.append({**rec, "path": str(f.parent)})
+        entry = json.loads(line)
+        if entry.get("status") not in ("run", "shared") or not entry.get("dirname"):
+            continue
+        f = sweep_dir / entry["dirname"] / RECORD_NAME
+        if not f.is_file():
+            missing += 1
+            continue
+        used.add(f.resolve())
+        try:
+            rec = _read(f)
+        except (OSError, ValueError) as err:
+            report(f"skipped {f}: {err}")
+            continue
+        point = entry.get("point") or {}
+        rec.update({k: point[k] for k in POINT_FIELDS if point.get(k) is not None})
+        rows.append({**rec, "path": str(f.parent), "shared": entry["status"] == "shared"})
+    if missing:
+        report(f"{sweep_dir}: {missing} planned trial(s) have no record yet (not run, or still running)")
+    return rows, used
+
+
+def collect(paths: Iterable[str | Path], report=print) -> pd.DataFrame:
+    """DataFrame of the trials under `paths`: per sweep folder, the points of its current plan
+    (plan.jsonl); elsewhere every readable record. Skipped files are reported."""
+    rows, skipped, seen = [], [], set()
+    for p in map(Path, paths):
+        plans = [p / "plan.jsonl"] if (p / "plan.jsonl").is_file() else sorted(p.rglob("plan.jsonl")) if p.is_dir() else []
+        planned_dirs = []
+        for plan_file in plans:
+            if plan_file.resolve() in seen:
+                continue
+            seen.add(plan_file.resolve())
+            planned, used = _planned_rows(plan_file, report)
+            rows += planned
+            planned_dirs.append(plan_file.parent.resolve())
+            stale = [f for f in plan_file.parent.glob(f"*/{RECORD_NAME}") if f.resolve() not in used]
+            if stale:
+                report(f"{plan_file.parent}: {len(stale)} record(s) of other configs, not in its current plan: ignored")
+        for f in find_records([p]):
+            if f in seen or any(d in f.parents for d in planned_dirs):
+                continue
+            seen.add(f)
+            try:
+                rows.append({**_read(f), "path": str(f.parent), "shared": False})
+            except (OSError, ValueError) as err:
+                skipped.append((f, err))
     for f, err in skipped:
         report(f"skipped {f}: {err}")
     df = pd.DataFrame(rows)
     if not df.empty:
-        df = df.drop_duplicates(subset="path").sort_values(["study", "trial", "seed"], na_position="last")
+        df = df.drop_duplicates(subset=["path", "alpha", "beta", "gamma", "phi"])
+        df = df.sort_values(["study", "trial", "seed"], na_position="last")
     return df.reset_index(drop=True)
 
 

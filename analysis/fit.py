@@ -1,151 +1,357 @@
-"""Fit the best compound-scaling coefficients (α, β, γ) from φ = 1 trials, with bootstrap intervals.
+"""Choose compound-scaling coefficients (α, β, γ) from φ = 1 trials, honestly under seed noise.
 
-    python -m analysis.fit --csv results.csv
+    python -m analysis.fit --csv results.csv [--rule cheapest] [--max-cost-gap 0.10]
     python -m analysis.fit outputs/sweeps/compound_grid
 
-Two steps (README, "Fit"):
-1. grid argmax: the (α, β, γ) grid point on the constraint with the best mean top-1 over seeds;
-2. response surface: top-1 ≈ quadratic in (log α, log β), γ on the constraint, maximised over
-   the sampled box. It can land between grid points; it is used when it explains the point
-   means well (adjusted R² ≥ min_r2, so ≥ 7 distinct points), and `method` says which was used.
-95% intervals: percentile bootstrap, resampling seeds within each grid point (trials overall
-when points have a single seed), re-running the same estimator.
+`method` in the output says how the answer was reached:
+- "confidence_set": the grid. The points not significantly worse than the best form a 95%
+  confidence set for the best (analysis.stats: Hsu's MCB, paired by seed). `selected` is the set's
+  highest mean (rule "highest_mean") or its cheapest point by measured FLOPs (rule "cheapest";
+  Dollár et al., CVPR 2021: break ties on cost). alpha_ci, beta_ci, gamma_ci span the set.
+- "response_surface": top-1 as a quadratic in (log α, log β), γ on the constraint. Used only when
+  replicate seeds show no lack of fit (p > level), the quadratic explains significant variation
+  (p < level) and its stationary point is a maximum inside the sampled points' hull; α, β, γ are
+  then that maximum (rule "highest_mean" only). Under pure noise it is accepted ≤ level of the time.
+- "single_seed": one seed per point, so noise cannot be estimated and every point stays in the set.
+
+Beside the old keys (alpha, beta, gamma, alpha_ci, beta_ci, gamma_ci, n_trials, n_points, method,
+top1, target, tolerance) the JSON holds: selected, confidence_set, confidence_method, note, sigma
+(pooled within-point s.d.), sigma_compare (residual s.d. after shared seed effects), df, paired,
+mdd, seeds_to_resolve, winners_curse, surface, outlier_runs, cost_flags, points (every point, with
+in_set), level and grid_best (the selected grid point). Every value is plain JSON; null, never NaN.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import spatial, stats
+
+from analysis.stats import (
+    KEY,
+    LEVEL,
+    POWER,
+    Analysis,
+    Design,
+    FitError,
+    analyze,
+    drop_outliers,
+    expected_max,
+    mdd,
+    seeds_to_resolve,
+    summaries,
+    with_keys,
+)
+from scaling.coefficients import DEFAULT_TARGET, DEFAULT_TOLERANCE, on_constraint
 
 REQUIRED = ("alpha", "beta", "gamma", "phi", "seed", "flops", "top1")
-KEY = ["alpha", "beta", "gamma"]
+RULES = ("highest_mean", "cheapest")
+COST_FLAG = 0.10  # measured FLOPs factor more than 10% off the nominal target^φ is flagged
+
+def settings(df: pd.DataFrame, target: float | None, tolerance: float | None) -> tuple[float, float]:
+    """target and tolerance: as given, else the data's single `target`/`tolerance` value, else 2.0 / 0.1."""
+    def pick(value, column, default):
+        if value is not None:
+            return float(value)
+        seen = pd.to_numeric(df[column], errors="coerce").dropna().unique() if column in df else []
+        return float(seen[0]) if len(seen) == 1 else default
+    return pick(target, "target", DEFAULT_TARGET), pick(tolerance, "tolerance", DEFAULT_TOLERANCE)
 
 
-class FitError(ValueError):
-    """Input that cannot be fitted; the message names the problem."""
-
-
-def constrained_trials(df: pd.DataFrame, target: float = 2.0, tolerance: float = 0.1) -> pd.DataFrame:
-    """ok trials at φ = 1 whose α·β²·γ² is within `tolerance` of `target`."""
+def constrained_trials(df: pd.DataFrame, target: float = DEFAULT_TARGET,
+                       tolerance: float = DEFAULT_TOLERANCE) -> pd.DataFrame:
+    """ok trials at φ = 1 on the constraint (scaling.coefficients.on_constraint), keyed by point."""
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise FitError(f"missing columns: {', '.join(missing)}; the fit needs {', '.join(REQUIRED)} (+ status)")
     ok = df[df["status"] == "ok"] if "status" in df.columns else df
-    ok = ok.dropna(subset=["alpha", "beta", "gamma", "top1"])
+    ok = ok.dropna(subset=["alpha", "beta", "gamma", "top1", "seed"])
     if ok.empty:
         raise FitError("no ok trials with alpha, beta, gamma and top1 to fit")
-    ok = ok.assign(**{k: ok[k].astype(float).round(6) for k in KEY}, phi=ok["phi"].astype(float))
-    factor = ok["alpha"] * ok["beta"] ** 2 * ok["gamma"] ** 2
-    on = ok[np.isclose(ok["phi"], 1.0) & ((factor - target).abs() <= tolerance + 1e-9)]
+    ok = ok.assign(**{k: ok[k].astype(float) for k in (*KEY, "phi", "top1")})
+    on = ok[np.isclose(ok["phi"], 1.0) & on_constraint(ok.alpha, ok.beta, ok.gamma, target, tolerance)]
     if on.empty:
         raise FitError(f"no ok trials at phi=1 on the constraint |alpha*beta^2*gamma^2 - {target:g}| <= {tolerance:g}")
-    return on
+    return with_keys(on)
 
 
 def grid_argmax(trials: pd.DataFrame) -> dict:
-    """The grid point with the best mean top-1 (ties: the cheaper point)."""
+    """The grid point with the best mean top-1 (ties: the cheaper point); no noise model, for plots."""
     means = trials.groupby(KEY)["top1"].agg(["mean", "count"]).reset_index()
     flops = trials.groupby(KEY)["flops"].mean().values
     best = means.assign(flops=flops).sort_values(["mean", "flops"], ascending=[False, True]).iloc[0]
     return {"alpha": best.alpha, "beta": best.beta, "gamma": best.gamma, "top1": best["mean"]}
 
 
-def _design(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def quadratic(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Design columns 1, a, b, a², b², ab."""
     return np.stack([np.ones_like(a), a, b, a * a, b * b, a * b], axis=1)
 
 
-def surface(trials: pd.DataFrame, target: float = 2.0, steps: int = 121) -> dict | None:
-    """Quadratic response surface in (log α, log β); its maximum over the sampled box, γ ≥ 1."""
-    points = trials.groupby(["alpha", "beta"])["top1"].mean().reset_index()
-    if len(points) < 6:
-        return None
-    a, b = np.log(trials["alpha"].to_numpy(float)), np.log(trials["beta"].to_numpy(float))
-    X = _design(a, b)
-    if np.linalg.matrix_rank(_design(np.log(points.alpha.to_numpy(float)), np.log(points.beta.to_numpy(float)))) < 6:
-        return None
-    coef, *_ = np.linalg.lstsq(X, trials["top1"].to_numpy(float), rcond=None)
-    pa, pb = np.log(points.alpha.to_numpy(float)), np.log(points.beta.to_numpy(float))
-    pred = _design(pa, pb) @ coef
-    ss_tot = ((points.top1 - points.top1.mean()) ** 2).sum()
-    r2 = 1.0 - ((points.top1 - pred) ** 2).sum() / ss_tot if ss_tot > 0 else 0.0
-    n = len(points)  # adjusted for the surface's 5 predictors: 8 points can fit almost anything
-    r2 = 1.0 - (1.0 - r2) * (n - 1) / (n - 6) if n > 6 else float("-inf")
-    ga, gb = np.meshgrid(np.linspace(pa.min(), pa.max(), steps), np.linspace(pb.min(), pb.max(), steps))
-    ga, gb = ga.ravel(), gb.ravel()
-    feasible = ga + 2 * gb <= np.log(target) + 1e-12  # γ = sqrt(target / (α β²)) ≥ 1
-    if not feasible.any():
-        return None
-    z = np.where(feasible, _design(ga, gb) @ coef, -np.inf)
-    i = int(np.argmax(z))
-    alpha, beta = float(np.exp(ga[i])), float(np.exp(gb[i]))
-    return {"alpha": alpha, "beta": beta, "gamma": float(np.sqrt(target / (alpha * beta**2))),
-            "top1": float(z[i]), "r2": float(r2)}
+def _rss(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    coef = np.linalg.lstsq(X, Y, rcond=None)[0]
+    return ((Y - X @ coef) ** 2).sum(0), coef
 
 
-def _resample(trials: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
-    groups = [g for _, g in trials.groupby(KEY)]
-    if min(len(g) for g in groups) >= 2:  # stratified: every grid point keeps its replicates
-        return pd.concat([g.iloc[rng.integers(0, len(g), len(g))] for g in groups])
-    return trials.iloc[rng.integers(0, len(trials), len(trials))]
+def surface_tests(la: np.ndarray, lb: np.ndarray, d: Design, y: np.ndarray, level: float = LEVEL) -> dict | str:
+    """Lack-of-fit and regression F tests of the quadratic, and its maximum, for one or many studies.
+
+    la, lb: log α, log β per trial; d: the point (+ seed) design of the same trials; y: trials (×
+    studies). Pure error = the point model's residual; lack of fit = quadratic − point model;
+    regression = quadratic vs intercept (+ seed effects). Returns arrays per study, or the reason
+    the test cannot run.
+    """
+    Y = np.asarray(y, float).reshape(len(y), -1)
+    cells = np.unique(np.round(np.c_[la, lb], 9), axis=0)
+    if d.df < 1:
+        return "not tested: needs replicate seeds (pure error)"
+    if len(cells) < 7 or np.linalg.matrix_rank(quadratic(cells[:, 0], cells[:, 1])) < 6:
+        return "not tested: needs >= 7 distinct (alpha, beta) points (6 quadratic terms + lack of fit)"
+    seeds = d.X[:, d.means.shape[0]:]  # seed indicators; none when unpaired
+    Xq, X0 = np.hstack([quadratic(la, lb), seeds]), np.hstack([np.ones((len(la), 1)), seeds])
+    df_q = len(la) - np.linalg.matrix_rank(Xq)
+    df_lof, df_reg = df_q - d.df, np.linalg.matrix_rank(Xq) - np.linalg.matrix_rank(X0)
+    if df_lof < 1:
+        return "not tested: no degrees of freedom left for lack of fit"
+    (rss_pe, _), (rss_q, coef), (rss_0, _) = _rss(d.X, Y), _rss(Xq, Y), _rss(X0, Y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p_lof = stats.f.sf((rss_q - rss_pe) / df_lof / (rss_pe / d.df), df_lof, d.df)
+        p_reg = stats.f.sf((rss_0 - rss_q) / df_reg / (rss_q / df_q), df_reg, df_q)
+        c1, c2, c3, c4, c5 = coef[1:6]
+        det = 4 * c3 * c4 - c5**2  # Hessian [[2c3, c5], [c5, 2c4]]: negative definite iff c3 < 0, det > 0
+        xa, xb = (c5 * c2 - 2 * c4 * c1) / det, (c5 * c1 - 2 * c3 * c2) / det
+    maximum = (c3 < 0) & (det > 0)
+    stationary = np.nan_to_num(np.c_[xa, xb], nan=1e9, posinf=1e9, neginf=-1e9)
+    inside = spatial.Delaunay(cells).find_simplex(stationary) >= 0
+    seed_mean = coef[6:].sum(0) / d.n_seeds if d.paired else 0.0
+    top1 = (quadratic(xa, xb) * coef[:6].T).sum(1) + seed_mean
+    accepted = (p_lof > level) & (p_reg < level) & maximum & inside
+    return dict(lack_of_fit_p=p_lof, regression_p=p_reg, maximum=maximum, inside=inside, accepted=accepted,
+                log_alpha=xa, log_beta=xb, top1=top1)
 
 
-def fit(df: pd.DataFrame, target: float = 2.0, tolerance: float = 0.1, n_boot: int = 1000,
-        min_r2: float = 0.6, seed: int = 0) -> dict:
-    """Best (α, β, γ) on the constraint, 95% bootstrap intervals, and the method used."""
+def surface(trials: pd.DataFrame, a: Analysis, target: float, level: float = LEVEL) -> dict:
+    """The response-surface verdict for one study, as plain JSON values."""
+    idx = trials["point"].map({p: i for i, p in enumerate(a.points["point"])}).to_numpy()
+    la, lb = np.log(a.points["alpha"].to_numpy(float))[idx], np.log(a.points["beta"].to_numpy(float))[idx]
+    r = surface_tests(la, lb, a.design, trials["top1"].to_numpy(float), level)
+    if isinstance(r, str):
+        return {"accepted": False, "lack_of_fit_p": None, "regression_p": None, "reason": r, "optimum": None}
+    r = {k: v[0] for k, v in r.items()}
+    p_lof, p_reg = float(r["lack_of_fit_p"]), float(r["regression_p"])
+    reason = ("not tested: the replicate seeds agree exactly (no pure error)" if not math.isfinite(p_lof) else
+              f"rejected: lack of fit against the replicate seeds (p = {p_lof:.3g} <= {level:g})"
+              if not p_lof > level else
+              f"rejected: the quadratic explains no significant variation (p = {p_reg:.3g} >= {level:g})"
+              if not p_reg < level else
+              "rejected: the stationary point is not a maximum" if not r["maximum"] else
+              "rejected: the maximum lies outside the sampled points" if not r["inside"] else
+              f"accepted: no lack of fit (p = {p_lof:.3g}), significant (p = {p_reg:.3g}), maximum inside the grid")
+    optimum = None
+    if r["accepted"]:
+        alpha, beta = math.exp(r["log_alpha"]), math.exp(r["log_beta"])
+        optimum = {"alpha": alpha, "beta": beta, "gamma": math.sqrt(target / (alpha * beta**2)),
+                   "top1": float(r["top1"])}
+    return {"accepted": bool(r["accepted"]), "lack_of_fit_p": p_lof, "regression_p": p_reg, "reason": reason,
+            "optimum": optimum}
+
+
+def json_safe(x):
+    """JSON-safe copy: numpy scalars to Python, NaN to None, tuples to lists."""
+    if isinstance(x, dict):
+        return {str(k): json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, np.ndarray)):
+        return [json_safe(v) for v in x]
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return None if not math.isfinite(x) else float(x)
+    return x
+
+
+def _point(row: pd.Series) -> dict:
+    return {"key": row.point, "alpha": row.alpha, "beta": row.beta, "gamma": row.gamma, "seeds": row.seeds,
+            "mean": row["mean"], "se": row.se, "raw_mean": row.raw_mean, "flops": row.flops,
+            "measured_flops_factor": row.measured_flops_factor, "train_seconds": row.train_seconds,
+            "aliases": row.aliases, "cost_flag": row.cost_flag, "in_set": row.in_set}
+
+
+def cost_flags(points: pd.DataFrame, target: float, gap: float | None = None) -> pd.Series:
+    """Per point: measured FLOPs factor off the nominal target^φ (φ = 1) by more than `gap` (None: unmeasured)."""
+    off = (points["measured_flops_factor"] / target - 1).abs() > (COST_FLAG if gap is None else gap)
+    return off.astype(object).where(points["measured_flops_factor"].notna(), None)
+
+
+def select(in_set: pd.DataFrame, rule: str) -> pd.Series:
+    """The chosen point of the set: highest mean, or lowest measured FLOPs factor (else FLOPs)."""
+    if rule == "highest_mean":
+        return in_set.sort_values(["mean", "point"], ascending=[False, True]).iloc[0]
+    if rule == "cheapest":
+        mff = in_set["measured_flops_factor"]
+        cost = mff if mff.notna().all() else in_set["flops"]
+        return in_set.assign(_cost=cost).sort_values(["_cost", "mean", "point"], ascending=[True, False, True]).iloc[0]
+    raise FitError(f"rule={rule}: allowed: {', '.join(RULES)}")
+
+
+def _note(a: Analysis, m: int, k: int, resolve, detect, use_surface: bool, flagged: int, flag_at: float,
+          level: float) -> str:
+    if a.sigma is None:
+        text = (f"Noise cannot be estimated with one seed per point: all {k} points are kept and none is ruled out. "
+                "Run at least 2 seeds per point, the same seeds at every point.")
+    elif m == 1:
+        text = f"One point is ahead of the other {k - 1} beyond the noise."
+    else:
+        text = (f"{m} of {k} points tie within the noise (the {1 - level:.0%} confidence set for the best); "
+                f"the data cannot tell them apart. Separating the top two would take {resolve} seeds per point.")
+    if detect is not None:
+        text += f" This study detects true differences of about {detect:.2f} points ({POWER:.0%} power)."
+    if use_surface:
+        text += " The response surface passes its checks, so its maximum is reported."
+    if flagged:
+        text += f" {flagged} point(s) in the set have a measured cost more than {flag_at:.0%} off nominal."
+    return text
+
+
+def _winners_curse(a: Analysis, chosen: pd.Series, m: int, k: int) -> str:
+    if a.sigma is None:
+        return (f"The selected mean is the highest of {k} single-seed results; its upward bias cannot be sized "
+                "without a noise estimate. Re-measure it on fresh seeds before comparing.")
+    if m == 1:
+        return (f"The selected point leads beyond the noise, but its mean is still the highest of {k} noisy means "
+                "and reads somewhat high. Re-measure it on fresh seeds before comparing it with other models.")
+    bias = chosen["se"] * expected_max(m)
+    return (f"The selected mean is the highest of {m} means that tie within the noise, so it is biased upward by "
+            f"about {bias:.2f} points (s.e. x expected maximum of {m} standard normals). Re-measure it on fresh "
+            "seeds before comparing it with other models.")
+
+
+def _flag(row: pd.Series, target: float, excluded: bool) -> dict:
+    return {"key": row.point, **{k: row[k] for k in KEY}, "measured_flops_factor": row.measured_flops_factor,
+            "gap": row.measured_flops_factor / target - 1, "excluded": excluded}
+
+
+def describe(trials: pd.DataFrame, a: Analysis, *, target: float, tolerance: float, level: float = LEVEL,
+             rule: str = "highest_mean", max_cost_gap: float | None = None,
+             dropped_runs: pd.DataFrame | None = None) -> dict:
+    """The fit's JSON object from an analysis (see the module docstring for `method`).
+
+    dropped_runs: outlier runs already removed from `trials` (robust fit); else outliers are only flagged.
+    """
+    odd = drop_outliers(trials, level)[1] if dropped_runs is None else dropped_runs
+    pts = a.points.assign(cost_flag=cost_flags(a.points, target, max_cost_gap))
+    in_set = pts[pts["in_set"]]
+    chosen = select(in_set, rule)
+    surf = surface(trials, a, target, level)
+    use_surface = surf["accepted"] and rule == "highest_mean"
+    method = "single_seed" if a.sigma is None else "response_surface" if use_surface else "confidence_set"
+    best = surf["optimum"] if use_surface else {k: chosen[k] for k in KEY} | {"top1": chosen["mean"]}
+    aliases = np.array([al for row in in_set["aliases"] for al in row])
+    top = pts["mean"].sort_values(ascending=False).to_numpy()
+    detect = mdd(a.sigma_compare, float(pts["seeds"].median()), a.df, level)
+    resolve = seeds_to_resolve(top[0] - top[1], a.sigma_compare, len(pts), level) if len(pts) > 1 else None
+    flagged = int(in_set["cost_flag"].eq(True).sum())
+    note = _note(a, len(in_set), len(pts), resolve, detect, use_surface, flagged,
+                 COST_FLAG if max_cost_gap is None else max_cost_gap, level)
+    if len(odd):
+        note += (f" {len(odd)} run(s) look like outliers (outlier_runs): "
+                 + ("dropped (robust fit)." if dropped_runs is not None else
+                    "they widen the set rather than narrow it; check them, or refit with robust=True."))
+    return json_safe({
+        **{k: best[k] for k in KEY},
+        **{f"{k}_ci": [aliases[:, i].min(), aliases[:, i].max()] for i, k in enumerate(KEY)},
+        "top1": best["top1"], "method": method,
+        "selected": {**{k: chosen[k] for k in KEY}, "key": chosen.point, "mean": chosen["mean"], "se": chosen.se,
+                     "seeds": chosen.seeds, "rule": rule},
+        "confidence_set": [_point(r) for _, r in in_set.iterrows()], "confidence_method": a.method, "note": note,
+        "sigma": a.sigma, "sigma_compare": a.sigma_compare, "df": a.df, "paired": a.paired, "mdd": detect,
+        "seeds_to_resolve": resolve, "winners_curse": _winners_curse(a, chosen, len(in_set), len(pts)),
+        "outlier_runs": [{"key": r.point, "seed": r.seed, "top1": r.top1, "studentized_residual": r.residual,
+                          "p_bonferroni": r.p_bonferroni, "dropped": dropped_runs is not None}
+                         for _, r in odd.iterrows()],
+        "surface": surf, "cost_flags": [_flag(r, target, False) for _, r in pts.iterrows() if r.cost_flag is True],
+        "points": [_point(r) for _, r in pts.iterrows()],
+        "n_trials": len(trials), "n_points": len(pts), "target": target, "tolerance": tolerance, "level": level,
+        "grid_best": {**{k: chosen[k] for k in KEY}, "top1": chosen["mean"]},  # the selected grid point
+    })
+
+
+def fit(df: pd.DataFrame, target: float | None = None, tolerance: float | None = None, *, level: float = LEVEL,
+        rule: str = "highest_mean", max_cost_gap: float | None = None, robust: bool = False,
+        n_boot: int | None = None) -> dict:
+    """Best (α, β, γ) on the constraint with its confidence set for the best.
+
+    robust: first drop outlier runs (stats.outliers: at most one per point with 3+ seeds).
+    n_boot is ignored; it stays for callers of the former bootstrap fit.
+    """
+    if rule not in RULES:
+        raise FitError(f"rule={rule}: allowed: {', '.join(RULES)}")
+    target, tolerance = settings(df, target, tolerance)
     trials = constrained_trials(df, target, tolerance)
-    grid = grid_argmax(trials)
-    surf = surface(trials, target)
-    use_surface = surf is not None and surf["r2"] >= min_r2
-    best = surf if use_surface else grid
+    off = pd.DataFrame()
+    if max_cost_gap is not None:  # compare only points that got the compute they were promised
+        pts = summaries(trials)
+        off = pts[cost_flags(pts, target, max_cost_gap).eq(True)]
+        trials = trials[~trials["point"].isin(off["point"])]
+        if trials.empty:
+            raise FitError(f"every point's measured FLOPs factor is more than max_cost_gap={max_cost_gap:g} off "
+                           f"{target:g}")
+    dropped = None
+    if robust:
+        trials, dropped = drop_outliers(trials, level)
+    a = analyze(trials, level)
+    if robust:
+        a = replace(a, method=f"{a.method}; {len(dropped)} outlier run(s) dropped first (externally studentized "
+                              f"residual, Bonferroni over the runs at {level:g}, at most one per point with 3+ seeds)")
+    result = describe(trials, a, target=target, tolerance=tolerance, level=level, rule=rule,
+                      max_cost_gap=max_cost_gap, dropped_runs=dropped)
+    result["cost_flags"] += json_safe([_flag(r, target, True) for _, r in off.iterrows()])
+    return result
 
-    def estimate(t: pd.DataFrame) -> dict:
-        s = surface(t, target) if use_surface else None
-        return s if s is not None else grid_argmax(t)
 
-    rng = np.random.default_rng(seed)
-    boots = pd.DataFrame([estimate(_resample(trials, rng)) for _ in range(n_boot)])
-    ci = {f"{k}_ci": [float(np.percentile(boots[k], 2.5)), float(np.percentile(boots[k], 97.5))] for k in KEY}
-    return {
-        "alpha": float(best["alpha"]), "beta": float(best["beta"]), "gamma": float(best["gamma"]), **ci,
-        "n_trials": int(len(trials)), "n_points": int(trials.groupby(KEY).ngroups),
-        "method": "response_surface" if use_surface else "grid_argmax",
-        "top1": float(best["top1"]), "grid_best": {k: float(grid[k]) for k in (*KEY, "top1")},
-        "surface_r2": None if surf is None else round(surf["r2"], 4), "target": target, "tolerance": tolerance,
-        "n_boot": n_boot,
-    }
+def load(csv: str | None, folders: list[str], flag: str = "--csv") -> pd.DataFrame:
+    """Trials from a CSV file or sweep folders (FitError when neither can be read)."""
+    if csv:
+        if not Path(csv).is_file():
+            raise FitError(f"{flag} {csv}: no such file")
+        try:
+            return pd.read_csv(csv)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            raise FitError(f"{flag} {csv}: not a readable CSV table ({type(err).__name__})") from None
+    if folders:
+        from analysis.collect import collect
+
+        return collect(folders, report=lambda m: print(m, file=sys.stderr))
+    raise FitError("give sweep folders or --csv FILE")
 
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: print the fit as one JSON object; bad input is one line on stderr, exit 2."""
     ap = argparse.ArgumentParser(description="Fit (alpha, beta, gamma) from phi=1 trials.")
     ap.add_argument("folders", nargs="*", help="sweep folders holding result.json records")
-    ap.add_argument("--csv", help="a table with alpha, beta, gamma, phi, seed, flops, top1 [, status]")
-    ap.add_argument("--target", type=float, default=2.0)
-    ap.add_argument("--tolerance", type=float, default=0.1)
-    ap.add_argument("--bootstrap", type=int, default=1000)
-    ap.add_argument("--min-r2", type=float, default=0.6)
+    ap.add_argument("--csv", help="a table with alpha, beta, gamma, phi, seed, flops, top1 [, status, arch, ...]")
+    ap.add_argument("--target", type=float, help="alpha*beta^2*gamma^2 target (default: the data's, else 2)")
+    ap.add_argument("--tolerance", type=float, help="constraint tolerance (default: the data's, else 0.1)")
+    ap.add_argument("--level", type=float, default=LEVEL, help="1 - confidence of the set for the best")
+    ap.add_argument("--rule", choices=RULES, default="highest_mean", help="how to choose within the set")
+    ap.add_argument("--max-cost-gap", type=float, help="drop points whose measured FLOPs factor is off by more")
+    ap.add_argument("--robust", action="store_true", help="drop outlier runs first (points with 3+ seeds)")
     args = ap.parse_args(argv)
     try:
-        if args.csv:
-            if not Path(args.csv).is_file():
-                raise FitError(f"--csv {args.csv}: no such file")
-            df = pd.read_csv(args.csv)
-        elif args.folders:
-            from analysis.collect import collect
-
-            df = collect(args.folders, report=lambda m: print(m, file=sys.stderr))
-        else:
-            raise FitError("give sweep folders or --csv FILE")
-        result = fit(df, args.target, args.tolerance, args.bootstrap, args.min_r2)
+        result = fit(load(args.csv, args.folders), args.target, args.tolerance, level=args.level, rule=args.rule,
+                     max_cost_gap=args.max_cost_gap, robust=args.robust)
     except FitError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2, allow_nan=False))
 
 
 if __name__ == "__main__":

@@ -50,6 +50,8 @@ def ok(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return df
     done = df[(df["status"] == "ok") & df["top1"].notna()]
+    if "trial_id" in done.columns and done["trial_id"].notna().all():  # one trial, once per grid point
+        return done[~done[["trial_id", "alpha", "beta", "gamma", "phi"]].astype(str).duplicated()]
     key = [c for c in SAME_TRIAL if c in done.columns]
     rounded = done[key].round(6) if key else done
     return done[~rounded.duplicated()] if key else done
@@ -98,6 +100,9 @@ def accuracy_vs_flops(df: pd.DataFrame, out_dir: Path, fit: dict | None = None, 
         ax.scatter(FLOPS.show(g.flops), g.top1, s=14, color="0.7", zorder=1, label="φ=1 grid points (mean)")
     for method, rows in _series(df, fit).items():
         label, colour = METHODS[method]
+        if method == "compound" and not (rows["kind"] == "compound_scale").any() and fit:
+            m = len(fit.get("confidence_set") or []) or fit.get("n_points")
+            label = f"{label}: selected of {fit.get('n_points')} (max of noisy means, biased up; set of {m})"
         s = summarize(rows, ["depth_mult", "width_mult", "resolution_mult"])
         ax.errorbar(FLOPS.show(s.flops), s.top1, yerr=s.sd, marker="o", capsize=3, color=colour,
                     label=f"{label} ({_seeds(s)})", zorder=3)
@@ -130,43 +135,95 @@ def width_at_depth_resolution(df: pd.DataFrame, out_dir: Path) -> list[Path]:
     return save(fig, out_dir, "fig4_width_at_depth_resolution")
 
 
-def grid_heatmap(df: pd.DataFrame, out_dir: Path, fit: dict | None = None, target: float = 2.0) -> list[Path]:
-    """The φ = 1 α–β grid as a heat map of mean top-1, the γ ≥ 1 boundary and the chosen point."""
-    df = ok(df)
-    grid = df[(df["method"] == "compound") & np.isclose(df["phi"].astype(float), 1.0)]
-    s = summarize(grid, ["alpha", "beta"])
-    alphas, betas = np.sort(s.alpha.unique()), np.sort(s.beta.unique())
+def _edges(v: np.ndarray) -> np.ndarray:
+    """Cell edges around sorted grid values."""
+    mid = (v[1:] + v[:-1]) / 2 if len(v) > 1 else np.array([])
+    step = (v[1] - v[0]) if len(v) > 1 else 0.1
+    return np.concatenate([[v[0] - step / 2], mid, [v[-1] + step / 2]])
+
+
+def _cells(points: list[dict]) -> pd.DataFrame:
+    """One row per (α, β) cell of the heat map; a point built by several grid points fills each alias."""
+    rows = [{**p, "alpha": a, "beta": b} for p in points for a, b, _ in (p.get("aliases") or
+                                                                        [(p["alpha"], p["beta"], p["gamma"])])]
+    cells = pd.DataFrame(rows).sort_values("mean", na_position="first")
+    return cells.drop_duplicates(["alpha", "beta"], keep="last")  # several γ per (α, β): show the best
+
+
+def race_cost(ax, race: dict, full: int) -> None:
+    """Trials spent per round (bars) and in total (line) against the full grid's cost."""
+    hist = race.get("history") or []
+    rounds = [h["round"] for h in hist]
+    total = np.array([h["trials"] for h in hist], float)
+    ax.bar(rounds, np.diff(total, prepend=0), color="tab:blue", alpha=0.6, label="trials in the round")
+    ax.plot(rounds, total, "o-", color="tab:blue", label="trials so far")
+    ax.axhline(full, color="k", ls="--", lw=1, label=f"full grid: {full} trials")
+    spent = int(total[-1]) if len(total) else 0
+    ax.set_title(f"race cost: {spent} of {full} trials ({spent / max(full, 1):.0%})", fontsize=10)
+    ax.set_xlabel("round")
+    ax.set_ylabel("trials (one seed at one point)")
+    ax.set_xticks(rounds)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7)
+
+
+def grid_heatmap(df: pd.DataFrame, out_dir: Path, fit: dict | None = None, target: float | None = None,
+                 race: dict | None = None) -> list[Path]:
+    """The φ = 1 α–β grid: mean ± s.e. and seeds per cell, the confidence set for the best outlined.
+
+    `fit` is analysis.fit's dict (computed from `df` when None); `race` (analysis.race replay's
+    "race" entry, or RaceState.to_dict()) adds the round that dropped each cell and a cost panel.
+    """
+    if fit is None or "points" not in fit:
+        from analysis.fit import fit as fit_grid
+
+        df = ok(df)
+        fit = fit_grid(df[(df["method"] == "compound") & np.isclose(df["phi"].astype(float), 1.0)])
+    target = fit.get("target", 2.0) if target is None else target
+    cells = _cells(fit["points"])
+    alphas, betas = np.sort(cells.alpha.unique()), np.sort(cells.beta.unique())
+    ea, eb = _edges(alphas), _edges(betas)
     z = np.full((len(betas), len(alphas)), np.nan)
-    for _, p in s.iterrows():
-        z[np.searchsorted(betas, p.beta), np.searchsorted(alphas, p.alpha)] = p.top1
-
-    def edges(v):
-        mid = (v[1:] + v[:-1]) / 2 if len(v) > 1 else np.array([])
-        step = (v[1] - v[0]) if len(v) > 1 else 0.1
-        return np.concatenate([[v[0] - step / 2], mid, [v[-1] + step / 2]])
-
-    fig, ax = plt.subplots(figsize=(6.0, 4.6))
-    mesh = ax.pcolormesh(edges(alphas), edges(betas), np.ma.masked_invalid(z), cmap="viridis", shading="flat")
+    for _, c in cells.iterrows():
+        z[np.searchsorted(betas, c.beta), np.searchsorted(alphas, c.alpha)] = c["mean"]
+    fig, axes = plt.subplots(1, 2 if race else 1, figsize=(10.5 if race else 6.0, 4.8),
+                             gridspec_kw={"width_ratios": [1.4, 1]} if race else None)
+    ax = axes[0] if race else axes
+    mesh = ax.pcolormesh(ea, eb, np.ma.masked_invalid(z), cmap="viridis", shading="flat")
     fig.colorbar(mesh, ax=ax, label=f"mean {TOP1.axis}")
-    for _, p in s.iterrows():
-        dark = np.nanmin(z) + 0.6 * (np.nanmax(z) - np.nanmin(z)) > p.top1
-        ax.text(p.alpha, p.beta + 0.012 * (betas[-1] - betas[0] + 0.1), f"{p.top1:.1f}\n±{p.sd:.1f}", ha="center",
-                va="bottom", fontsize=7, color="w" if dark else "k")
-    a = np.linspace(edges(alphas)[0], edges(alphas)[-1], 200)
+    dropped = (race or {}).get("dropped", {})
+    lo, hi = np.nanmin(z), np.nanmax(z)
+    for _, c in cells.iterrows():
+        i, j = np.searchsorted(alphas, c.alpha), np.searchsorted(betas, c.beta)
+        se = "" if c.se is None or pd.isna(c.se) else f"\n±{c.se:.1f}"
+        text = f"{c['mean']:.1f}{se}\nn={c.seeds}" + (f"\nout r{dropped[c.key]}" if c.key in dropped else "")
+        dark = lo + 0.6 * (hi - lo) > c["mean"]
+        ax.text(c.alpha, c.beta, text, ha="center", va="center", fontsize=7, color="w" if dark else "k")
+        if c.key in dropped:
+            ax.add_patch(plt.Rectangle((ea[i], eb[j]), ea[i + 1] - ea[i], eb[j + 1] - eb[j], fill=False,
+                                       hatch="//", ec=(1, 1, 1, 0.35), lw=0))
+        if c.in_set:
+            ax.add_patch(plt.Rectangle((ea[i], eb[j]), ea[i + 1] - ea[i], eb[j + 1] - eb[j], fill=False,
+                                       ec="red", lw=2.2))
+    a = np.linspace(ea[0], ea[-1], 200)
     ax.plot(a, np.sqrt(target / a), "w--", lw=1.2, label=f"γ = 1 (α·β² = {target:g}); above: no γ ≥ 1")
-    if fit:
-        ax.plot(fit["alpha"], fit["beta"], marker="*", ms=16, color="red", mec="w",
-                label=f"chosen ({fit['method']}): α={fit['alpha']:.2f} β={fit['beta']:.2f} γ={fit['gamma']:.2f}")
-        lo_a, hi_a = fit["alpha_ci"]
-        lo_b, hi_b = fit["beta_ci"]
-        ax.add_patch(plt.Rectangle((lo_a, lo_b), hi_a - lo_a, hi_b - lo_b, fill=False, ec="red", lw=1, ls=":",
-                                   label="95% bootstrap box"))
-    ax.set_xlim(edges(alphas)[0], edges(alphas)[-1])
-    ax.set_ylim(edges(betas)[0], edges(betas)[-1])
+    ax.plot([], [], color="red", lw=2.2, label=f"confidence set for the best ({len(fit['confidence_set'])} points)")
+    sel = fit["selected"]
+    corner = 0.3 * (ea[1] - ea[0]), 0.3 * (eb[1] - eb[0])  # the star sits in the cell's corner, clear of the text
+    ax.plot(sel["alpha"] + corner[0], sel["beta"] + corner[1], marker="*", ms=13, color="red", mec="w", ls="none",
+            label=f"selected ({sel['rule']}): α={sel['alpha']:.2f} β={sel['beta']:.2f} γ={sel['gamma']:.2f}")
+    if fit["method"] == "response_surface":
+        ax.plot(fit["alpha"], fit["beta"], marker="P", ms=11, color="orange", mec="k", ls="none",
+                label=f"response-surface maximum: α={fit['alpha']:.2f} β={fit['beta']:.2f} γ={fit['gamma']:.2f}")
+    ax.set_xlim(ea[0], ea[-1])
+    ax.set_ylim(eb[0], eb[-1])
     ax.set_xlabel(f"{METRICS['alpha'].label}, γ solved from α·β²·γ² = {target:g}")
     ax.set_ylabel(METRICS["beta"].label)
-    ax.set_title("φ = 1 grid search: mean top-1 ± s.d. over seeds", fontsize=10)
+    ax.set_title("φ = 1 grid: mean top-1 ± s.e., seeds per cell", fontsize=10)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)
+    if race:
+        full = race.get("full_grid_trials") or len(fit["points"]) * max(p["seeds"] for p in fit["points"])
+        race_cost(axes[1], race, full)
     return save(fig, out_dir, "compound_grid_heatmap")
 
 

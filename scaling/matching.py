@@ -109,9 +109,10 @@ def match(
     Counted FLOPs are non-decreasing in each multiplier (ceil, channel rounding and pixel rounding
     are all monotone), so the nearest model is one of the two that bracket the target: found by
     bisection in log multiplier. Multipliers that build the same model give the same count, and
-    the shortest decimal that builds the chosen model, away from any rounding boundary, is returned. With `base_resolution` (by
-    default the counter's own, if it has one), resolution candidates are whole sizes px
-    (multiples of `resolution_multiple`), r = px / r0, and every Match reports its px.
+    the shortest decimal that builds the chosen model, clear of any rounding boundary, is returned.
+    With `base_resolution` (by default the counter's own, if it has one), resolution candidates
+    are whole sizes px (multiples of `resolution_multiple`), r = px / r0, and every Match
+    reports its px.
     """
     if dimension not in DIMENSIONS:
         raise ScalingError(f"dimension={dimension!r} is unknown; allowed: {', '.join(DIMENSIONS)}")
@@ -236,14 +237,21 @@ class ModelFlopsCounter:
         """Multiply-adds per image of the model built at multipliers (d, w, r)."""
         point = (float(depth), float(width), float(resolution))
         if point not in self._by_point:
+            import torch
+
             from scaling.complexity import count
 
-            built, px = self.network(*point)
-            params = sum(p.numel() for p in built.model.parameters())
-            key = (tuple(built.stage_depths), tuple(built.stage_widths), params, px)
-            if key not in self._by_network:
-                self._by_network[key] = count(built.model, px, self.in_chans).flops
-                self.counted += 1
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # one tiny forward pass: threads only contend (20x slower on a busy CPU)
+            try:
+                built, px = self.network(*point)
+                params = sum(p.numel() for p in built.model.parameters())
+                key = (tuple(built.stage_depths), tuple(built.stage_widths), params, px)
+                if key not in self._by_network:
+                    self._by_network[key] = count(built.model, px, self.in_chans).flops
+                    self.counted += 1
+            finally:
+                torch.set_num_threads(threads)
             self._by_point[point] = self._by_network[key]
         return self._by_point[point]
 

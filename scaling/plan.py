@@ -163,6 +163,7 @@ def dedupe(points: list[Planned]) -> list[Planned]:
         owner = first.setdefault(p.ids["trial_id"], p)
         if owner is not p:
             p.status, p.reason = "shared", f"builds the same network as {owner.dirname}"
+            p.dirname = owner.dirname  # its results are that trial's
     return points
 
 
@@ -172,6 +173,25 @@ def write(path: Path, points: list[Planned]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(p.to_dict(), default=str) + "\n" for p in points))
+    tmp.replace(path)
+
+
+def point_key(point: dict[str, Any]) -> str:
+    """A grid point's coordinates as requested (coefficients or explicit multipliers, φ, seed)."""
+    return json.dumps({k: point.get(k) for k in ("alpha", "beta", "gamma", "phi", "depth", "width", "resolution",
+                                                 "seed")}, sort_keys=True, default=str)
+
+
+def merge(path: Path, points: list[Planned]) -> None:
+    """Write `points` into a study's plan, replacing its earlier lines for the same grid points and
+    keeping the lines of points that this invocation did not ask for (several commands may fill one
+    study folder, e.g. depth = 2 by one target and depth = 2, 3 by another)."""
+    new = {point_key(p.point) for p in points}
+    kept = [line for line in read(path) if point_key(line["point"]) not in new]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(x, default=str) + "\n" for x in kept + [p.to_dict() for p in points]))
     tmp.replace(path)
 
 
@@ -201,7 +221,7 @@ def describe(points: list[Planned]) -> str:
         ratio = p.measured_flops_factor
         body = f"{n['resolution']:>3} {ratio if ratio is not None else math.nan:>7.2f}  " \
                f"{n['stage_depths']} / {n['stage_widths']}"
-        tail = p.dirname if p.status == "run" else f"same network as {p.reason.rsplit(' ', 1)[-1]}"
+        tail = p.dirname if p.status == "run" else f"same network as {p.dirname}"
         lines.append(f"{head}  {body}  ->  {tail}")
     runs = sum(p.status == "run" for p in points)
     shared = sum(p.status == "shared" for p in points)

@@ -32,3 +32,17 @@ def records(folder: Path) -> dict[str, dict]:
 @pytest.fixture
 def out(tmp_path: Path) -> Path:
     return tmp_path / "outputs"
+
+
+def plan_lines(folder: Path) -> list[dict]:
+    """The lines of a sweep folder's plan.jsonl."""
+    return [json.loads(line) for line in (Path(folder) / "plan.jsonl").read_text().splitlines() if line.strip()]
+
+
+def trial_dirs(folder: Path) -> list[Path]:
+    """The planned trial folders of a sweep, in plan order, each once."""
+    seen: dict[Path, None] = {}
+    for line in plan_lines(folder):
+        if line["status"] == "run":
+            seen.setdefault(Path(folder) / line["dirname"], None)
+    return list(seen)

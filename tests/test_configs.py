@@ -8,11 +8,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from scaling import coefficients, config, sweeping
+from scaling import config
 
-config.register()  # runs Hydra's plugin discovery first: import plugin classes after it
-sweeping.register_resolvers()
-from hydra_plugins.compound_scaling.sweeper import ConstrainedSweeper, on_constraint, point_scaling  # noqa: E402
+config.register()
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -46,15 +44,19 @@ def test_every_sweep_file_composes_and_documents_its_command(sweep):
     if not sweep.startswith("grid/"):
         assert cfg.name == cfg.kind == sweep
     assert cfg.hydra.sweeper.params, "a study must sweep something"
-    assert cfg.hydra.sweeper._target_.endswith("ConstrainedSweeper")
+    assert cfg.hydra.sweeper._target_.endswith("PlanSweeper") and cfg.hydra.sweeper.mode in ("grid", "race")
 
 
-def test_launcher_configs():
-    local = _compose(["hydra/launcher=submitit_local"], hydra=True).hydra.launcher
-    assert local._target_.endswith("LocalLauncher") and local.max_parallel == 1 and local.cpus_per_task == 2
-    slurm = _compose(["hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu",
+def test_launchers_have_their_own_names_and_leave_the_plugins_alone():
+    local = _compose(["hydra/launcher=local", "hydra.launcher.max_parallel=2"], hydra=True).hydra.launcher
+    assert local._target_.endswith("LocalLauncher") and local.max_parallel == 2 and local.cpus_per_task == 2
+    slurm = _compose(["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.mem_per_cpu=1",
                       "hydra.launcher.gpus_per_node=1"], hydra=True).hydra.launcher
     assert slurm._target_.endswith("SlurmLauncher") and slurm.partition == "gpu" and slurm.max_num_timeout == 3
+    upstream = _compose(["hydra/launcher=submitit_slurm"], hydra=True).hydra.launcher
+    assert upstream._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    with pytest.raises(Exception, match="max_paralel"):
+        _compose(["hydra/launcher=local", "hydra.launcher.max_paralel=2"], hydra=True)
 
 
 def test_schema_rejects_typos_and_types():
@@ -64,36 +66,3 @@ def test_schema_rejects_typos_and_types():
         _compose(["train.epochs=three"])
 
 
-def _grid(overrides, base_overrides):
-    cfg = _compose(base_overrides)
-    sweeper = ConstrainedSweeper(max_batch_size=None)
-    sweeper.config = cfg
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    return [job for batch in sweeper.split_arguments(parsed, None) for job in batch]
-
-
-def test_grid_expansion_filters_to_the_constraint():
-    cfg = _compose(["+sweep=compound_grid"], hydra=True)
-    params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()]
-    jobs = _grid(params, ["+sweep=compound_grid"])
-    assert len(jobs) == 16  # 3 x 3 (α, β) minus (1.4, 1.2), whose γ would be < 1; x 2 seeds
-    base = OmegaConf.to_container(cfg.scaling)
-    for job in jobs:
-        s = point_scaling(base, job)
-        g = coefficients.solve_gamma(s["alpha"], s["beta"])
-        assert g >= 1 and on_constraint(s)
-    assert not any("scaling.alpha=1.4" in j and "scaling.beta=1.2" in j for j in jobs)
-
-
-def test_nni_grid_keeps_only_points_near_two():
-    cfg = _compose(["+sweep=compound_grid", "+sweep/grid=nni"], hydra=True)
-    params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()]
-    jobs = _grid(params, ["+sweep=compound_grid", "+sweep/grid=nni"])
-    points = {tuple(round(point_scaling({}, j)[k], 1) for k in ("alpha", "beta", "gamma")) for j in jobs}
-    assert points == {p for p in ((a / 10, b / 10, g / 10) for a in range(10, 21) for b in range(10, 16)
-                                  for g in range(10, 16)) if abs(coefficients.flops_factor(*p) - 2) <= 0.1}
-    assert (1.2, 1.1, 1.2) in points and 10 < len(points) < 60
-
-
-def test_without_grid_filter_every_point_launches():
-    assert len(_grid(["scaling.alpha=1.1,1.2,5.0"], [])) == 3  # 5.0 then fails visibly in its trial

@@ -1,4 +1,4 @@
-"""The fit recovers planted optima from noisy synthetic tables; bad input gets a clear error."""
+"""The fit: a confidence set for the best grid point, a guarded response surface, clear errors on bad input."""
 
 import json
 import subprocess
@@ -10,6 +10,10 @@ import pytest
 from conftest import ROOT
 
 from analysis.fit import FitError, fit
+
+KEYS = {"alpha", "beta", "gamma", "alpha_ci", "beta_ci", "gamma_ci", "n_trials", "n_points", "method", "top1",
+        "target", "tolerance", "confidence_set", "confidence_method", "sigma", "mdd", "seeds_to_resolve",
+        "selected", "surface", "note", "winners_curse", "cost_flags"}
 
 
 def planted(alpha=1.2, beta=1.1, noise=0.3, seeds=3, step=0.1, seed=0):
@@ -29,35 +33,66 @@ def planted(alpha=1.2, beta=1.1, noise=0.3, seeds=3, step=0.1, seed=0):
 
 
 def test_surface_recovers_an_off_grid_optimum():
-    r = fit(planted(alpha=1.25, beta=1.12), n_boot=200)
-    assert r["method"] == "response_surface" and r["surface_r2"] > 0.9
+    r = fit(planted(alpha=1.25, beta=1.12))
+    assert r["method"] == "response_surface" and r["surface"]["accepted"]
+    assert r["surface"]["lack_of_fit_p"] > 0.05 and r["surface"]["regression_p"] < 0.05
     assert r["alpha"] == pytest.approx(1.25, abs=0.04) and r["beta"] == pytest.approx(1.12, abs=0.03)
     assert r["alpha"] * r["beta"] ** 2 * r["gamma"] ** 2 == pytest.approx(2.0)
-    for k, truth in (("alpha", 1.25), ("beta", 1.12)):
-        lo, hi = r[f"{k}_ci"]
-        assert lo <= r[k] <= hi and lo - 0.03 <= truth <= hi + 0.03
     assert r["n_trials"] == len(planted()) and r["n_points"] == len(planted()) // 3
+    sel = r["selected"]  # the grid point chosen from the set, beside the surface's maximum
+    assert (sel["alpha"], sel["beta"]) in {(p["alpha"], p["beta"]) for p in r["confidence_set"]}
 
 
-def test_grid_argmax_when_the_surface_fits_badly():
+def test_confidence_set_when_the_surface_lacks_fit():
     df = planted(alpha=1.2, beta=1.1, noise=0.05)
-    df.loc[(df.alpha == 1.5) & (df.beta == 1.0), "top1"] = 95  # a spike no quadratic explains
-    r = fit(df, n_boot=100, min_r2=0.99)
-    assert r["method"] == "grid_argmax" and (r["alpha"], r["beta"]) == (1.5, 1.0)
+    df.loc[(df.alpha == 1.5) & (df.beta == 1.0), "top1"] += 20  # a spike no quadratic explains
+    r = fit(df)
+    assert r["method"] == "confidence_set" and r["surface"]["reason"].startswith("rejected: lack of fit")
+    assert (r["alpha"], r["beta"]) == (1.5, 1.0) and len(r["confidence_set"]) == 1
+    assert r["alpha_ci"] == [1.5, 1.5] and "One point is ahead" in r["note"]
 
 
-def test_argmax_averages_over_seeds():
+def test_selection_averages_over_seeds():
     df = pd.DataFrame([dict(alpha=a, beta=1.0, gamma=np.sqrt(2 / a), phi=1, seed=s, flops=1, top1=t, status="ok")
                        for a, tops in ((1.0, (90, 60)), (2.0, (80, 80))) for s, t in enumerate(tops)])
-    r = fit(df, n_boot=50)
-    assert r["method"] == "grid_argmax" and r["alpha"] == 2.0  # mean 80 beats mean 75 despite the 90
+    r = fit(df)
+    assert r["method"] == "confidence_set" and r["alpha"] == 2.0  # mean 80 beats mean 75 despite the 90
+    assert len(r["confidence_set"]) == 2 and "2 of 2 points tie" in r["note"]  # but 2 seeds cannot tell them apart
+
+
+def test_ties_give_a_wide_set_and_an_honest_note():
+    r = fit(planted(noise=3.0, seeds=2, seed=1))
+    assert len(r["confidence_set"]) > 3 and r["alpha_ci"][1] - r["alpha_ci"][0] >= 0.2
+    assert f"{len(r['confidence_set'])} of {r['n_points']} points tie within the noise" in r["note"]
+    assert r["mdd"] > 3 and r["sigma"] == pytest.approx(3.0, rel=0.4)
+    assert "biased upward by about" in r["winners_curse"]
+    json.dumps(r, allow_nan=False)
+
+
+def test_cheapest_rule_and_cost_flags():
+    df = planted(noise=3.0, seeds=2, seed=1)
+    df["measured_flops_factor"] = 2.0 * df["alpha"] ** -0.5  # deeper points got less real compute
+    high, cheap = fit(df), fit(df, rule="cheapest")
+    in_set = high["confidence_set"]
+    assert cheap["selected"]["rule"] == "cheapest"
+    assert cheap["selected"]["alpha"] == max(p["alpha"] for p in in_set)  # lowest measured factor in the set
+    assert {f["key"] for f in high["cost_flags"]} == {p["key"] for p in high["points"] if p["alpha"] > 1.2}
+    kept = fit(df, max_cost_gap=0.10)
+    assert kept["n_points"] == sum(p["alpha"] <= 1.2 for p in high["points"])
+    assert all(f["excluded"] for f in kept["cost_flags"]) and len(kept["cost_flags"]) == len(high["cost_flags"])
+
+
+def test_target_and_tolerance_come_from_the_data():
+    df = planted().assign(target=2.0, tolerance=0.05)
+    assert (fit(df)["target"], fit(df)["tolerance"]) == (2.0, 0.05)
+    assert fit(df, tolerance=0.1)["tolerance"] == 0.1
 
 
 def test_off_constraint_and_failed_rows_are_ignored():
     df = planted()
     extra = df.iloc[:3].assign(gamma=1.5, top1=99.0)  # off the constraint
     failed = df.iloc[:3].assign(top1=99.0, status="failed")
-    r = fit(pd.concat([df, extra, failed]), n_boot=50)
+    r = fit(pd.concat([df, extra, failed]))
     assert r["n_trials"] == len(df) and r["top1"] < 90
 
 
@@ -68,16 +103,21 @@ def test_off_constraint_and_failed_rows_are_ignored():
 ])
 def test_bad_input_errors(mutate, message):
     with pytest.raises(FitError, match=message):
-        fit(mutate(planted()), n_boot=10)
+        fit(mutate(planted()))
+
+
+def test_bad_rule_errors():
+    with pytest.raises(FitError, match="rule=best: allowed: highest_mean, cheapest"):
+        fit(planted(), rule="best")
 
 
 def test_cli_csv_prints_json(tmp_path):
     csv = tmp_path / "r.csv"
     planted().drop(columns=["status"]).to_csv(csv, index=False)
-    proc = subprocess.run([sys.executable, "-m", "analysis.fit", "--csv", str(csv), "--bootstrap", "100"],
+    proc = subprocess.run([sys.executable, "-m", "analysis.fit", "--csv", str(csv), "--rule", "cheapest"],
                           cwd=ROOT, capture_output=True, text=True, check=True)
     r = json.loads(proc.stdout)
-    assert {"alpha", "beta", "gamma", "alpha_ci", "beta_ci", "gamma_ci", "n_trials", "method"} <= set(r)
+    assert KEYS <= set(r) and r["selected"]["rule"] == "cheapest"
     assert len(r["alpha_ci"]) == 2 and r["n_trials"] == len(planted())
     planted().drop(columns=["top1"]).to_csv(csv, index=False)
     bad = subprocess.run([sys.executable, "-m", "analysis.fit", "--csv", str(csv)], cwd=ROOT,
@@ -87,6 +127,7 @@ def test_cli_csv_prints_json(tmp_path):
 
 
 def test_analysis_never_imports_torch():
-    code = "import sys, analysis.collect, analysis.fit, analysis.plots, analysis.report; print('torch' in sys.modules)"
+    code = ("import sys, analysis.collect, analysis.fit, analysis.plots, analysis.report, analysis.race, "
+            "analysis.stats; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -3,7 +3,7 @@
 import pytest
 
 from scaling import complexity, models
-from scaling.coefficients import ScalingError
+from scaling.coefficients import ScalingError, round_channels
 from scaling.table2 import EFFICIENTNETS
 
 # Paper Table 2 (v5) params and FLOPs (multiply-adds) with the official coefficients
@@ -58,3 +58,16 @@ def test_small_input_keeps_2x2_features_at_baseline(name):
 def test_unknown_model_lists_choices():
     with pytest.raises(ScalingError, match="model.name='vit'.*allowed: efficientnet_b0, mobilenetv2"):
         models.build_model("vit")
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_resnet_stem_scales_with_width_and_flops_grow_as_w_squared(name):
+    """timm fixes the plain stem at 64 channels; ours scales it, so FLOPs follow w² (d, r fixed)."""
+    counts = {}
+    for w in (0.5, 1.0, 2.0):
+        built = models.build_model(name, width=w, in_chans=1, small_input=True)
+        assert built.model.conv1.out_channels == round_channels(64 * w)
+        assert built.model.layer1[0].conv1.in_channels == round_channels(64 * w)
+        counts[w] = complexity.count(built.model, 32, 1).flops
+    assert counts[1.0] / counts[0.5] == pytest.approx(4.0, rel=0.05)
+    assert counts[2.0] / counts[1.0] == pytest.approx(4.0, rel=0.05)

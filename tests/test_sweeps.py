@@ -7,8 +7,10 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, records, sweep
+from conftest import ROOT, plan_lines, records, sweep, trial_dirs
 
+from analysis.collect import collect
+from analysis.plots import ok
 from scaling.coefficients import flops_factor
 
 pytestmark = pytest.mark.slow
@@ -30,46 +32,94 @@ def _wait_for(predicate, timeout=180, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_alpha_sweep_solves_gamma_and_rerun_trains_nothing(out):
-    sweep("-m", "scaling.alpha=1.1,1.2,1.3", *TINY, out=out)
+def test_alpha_sweep_plans_the_effective_grid_and_rerun_trains_nothing(out):
+    """The mission's own command: α = 1.2 and 1.3 build the same network at the CPU preset, so three
+    grid points are two trials, and the plan says which points share one."""
+    proc = sweep("-m", "scaling.alpha=1.1,1.2,1.3", *TINY, out=out)
+    assert "3 points -> 2 trials to run, 1 share a network" in proc.stdout and "same network as" in proc.stdout
+    assert proc.stdout.count("\ntrain ") == 2
+    lines = plan_lines(out / "sweeps/adhoc")
+    assert [line["status"] for line in lines] == ["run", "run", "shared"]
     recs = records(out / "sweeps/adhoc")
-    assert len(recs) == 3 and all(r["status"] == "ok" for r in recs.values())
-    assert sorted(r["alpha"] for r in recs.values()) == [1.1, 1.2, 1.3]
+    assert len(recs) == 2 and all(r["status"] == "ok" for r in recs.values())
     for r in recs.values():
         assert r["beta"] == 1.1 and flops_factor(r["alpha"], r["beta"], r["gamma"]) == pytest.approx(2.0)
         assert r["depth_mult"] == r["alpha"] and r["resolution_mult"] == pytest.approx(r["gamma"])
+        assert r["trial"].endswith(r["trial_id"]) and r["target"] == 2.0 and r["tolerance"] == 0.1
+        assert json.loads(json.dumps(r["train_config"]))["lr"] == 0.02 and r["model_config"]["base_depth"] == 0.5
+    df = collect([out / "sweeps/adhoc"], report=lambda m: None)
+    assert sorted(df["alpha"]) == [1.1, 1.2, 1.3] and df["shared"].sum() == 1  # reported under every point
     mtimes = {p: p.stat().st_mtime for p in (out / "sweeps/adhoc").rglob("result.json")}
     again = sweep("-m", "scaling.alpha=1.1,1.2,1.3", *TINY, out=out)
-    assert again.stdout.count("already finished") == 3
+    assert "2 trial(s) already finished: not retrained" in again.stdout and "\ntrain " not in again.stdout
     assert {p: p.stat().st_mtime for p in (out / "sweeps/adhoc").rglob("result.json")} == mtimes
 
 
-def test_smoke_sweep_with_capped_local_submitit(out):
-    sweep("-m", "+sweep=smoke", "hydra/launcher=submitit_local", "hydra.launcher.max_parallel=2",
-          "hydra.launcher.cpus_per_task=1", out=out)
+def test_only_changed_configs_retrain_and_launcher_settings_change_nothing(out):
+    local = ["hydra/launcher=local", "hydra.launcher.max_parallel=2", "hydra.launcher.cpus_per_task=1"]
+    sweep("-m", "train.lr=0.02,0.03", *TINY, *local, out=out)
+    first = {d.name for d in trial_dirs(out / "sweeps/adhoc")}
+    proc = sweep("-m", "train.lr=0.02,0.03", *TINY, *local, "hydra.launcher.mem_gb=3",
+                 "hydra.launcher.timeout_min=30", "hydra.launcher.max_parallel=1", "train.threads=1", out=out)
+    assert "2 trial(s) already finished" in proc.stdout and "\ntrain " not in proc.stdout
+    proc = sweep("-m", "train.lr=0.02,0.04", *TINY, *local, out=out)
+    assert "1 trial(s) already finished" in proc.stdout and proc.stdout.count("\ntrain ") == 1
+    second = {d.name for d in trial_dirs(out / "sweeps/adhoc")}
+    assert len(first & second) == 1 and len(second) == 2
+    df = collect([out / "sweeps/adhoc"], report=lambda m: None)
+    assert sorted(json.loads(c)["lr"] for c in df["train_config"]) == [0.02, 0.04]  # the plan's, not stale ones
+
+
+def test_two_copies_of_one_sweep_train_each_trial_once(out):
+    args = ["-m", "scaling.alpha=1.0,1.1", *TINY]
+    cmd = [sys.executable, "sweep.py", *args, f"paths.output_dir={out}", "train.progress=false"]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    trained = sum(o.count("\ntrain ") + o.startswith("train ") for o in outputs)
+    assert trained == 2, outputs  # each trial once, across both copies
+    assert "claimed by" in "".join(outputs) or "already finished" in "".join(outputs)
+    recs = records(out / "sweeps/adhoc")
+    assert len(recs) == 2 and all(r["status"] == "ok" for r in recs.values())
+    assert not list((out / "sweeps/adhoc").rglob("claim.lock"))  # released on exit
+
+
+def test_two_baselines_never_collide(out):
+    for model in ("efficientnet_b0_cpu", "efficientnet_b0_small"):
+        sweep("-m", f"model={model}", f"name={model}", "scaling=baseline", *TINY, out=out)
+    df = collect([out / "sweeps/efficientnet_b0_cpu", out / "sweeps/efficientnet_b0_small"], report=lambda m: None)
+    assert df["model"].nunique() == 1 and df["recipe"].nunique() == 2  # same timm family, two baselines
+    assert len(ok(df)) == 2
+
+
+def test_smoke_sweep_with_capped_local_launcher_shows_progress(out):
+    proc = sweep("-m", "+sweep=smoke", "hydra/launcher=local", "hydra.launcher.max_parallel=2",
+                 "hydra.launcher.cpus_per_task=1", out=out)
     recs = records(out / "sweeps/smoke")
-    assert set(recs) == {"scaling.alpha=1.0", "scaling.alpha=1.2"}
+    assert len(recs) == 2 and {r["alpha"] for r in recs.values()} == {1.0, 1.2}
     for r in recs.values():
-        assert r["status"] == "ok" and r["threads"] == 1 and r["dataset"] == "fashion_mnist" and r["top1"] > 0
+        assert r["status"] == "ok" and r["threads"] == 1 and r["dataset"] == "fashion_mnist" and r["top1"] > 20
     assert r["slurm_job_id"] is None and (out / "sweeps/smoke/.submitit").is_dir()
+    assert "[trials (local)] 0/2 done" in proc.stderr and "2/2 done, 0 running, 0 failed, 0 left" in proc.stderr
 
 
 def test_killed_sweep_resumes_without_redoing_anything(out):
-    args = ["-m", "scaling.alpha=1.0,1.2,1.4", "train=quick", "logger=none", "train.epochs=2",
+    args = ["-m", "scaling.alpha=1.0,1.1,1.4", "scaling.beta=1.0", "train=quick", "logger=none", "train.epochs=2",
             "train.train_images=1536", "train.val_images=500"]
     cmd = [sys.executable, "sweep.py", *args, f"paths.output_dir={out}", "train.progress=false"]
-    dirs = [out / "sweeps/adhoc" / f"scaling.alpha={a},train.epochs=2,train.train_images=1536,"
-            "train.val_images=500,train=quick"
-            for a in ("1.0", "1.2", "1.4")]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for(lambda: (out / "sweeps/adhoc/plan.jsonl").exists(), what="the plan")
+    dirs = trial_dirs(out / "sweeps/adhoc")
+    assert len(dirs) == 3
     _wait_for(lambda: (dirs[1] / "checkpoint.pt").exists() or proc.poll() is not None, what="trial 2 epoch 1")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert (dirs[0] / "result.json").exists() and not (dirs[1] / "result.json").exists()
     first = (dirs[0] / "result.json").stat().st_mtime
 
-    rerun = sweep(*args, out=out)
-    assert rerun.stdout.count("already finished") == 1  # trial 1 skipped, not retrained
+    rerun = sweep(*args, out=out)  # the dead process's claim is stale: taken over at once
+    assert "1 trial(s) already finished" in rerun.stdout and rerun.stdout.count("\ntrain ") == 2
     assert (dirs[0] / "result.json").stat().st_mtime == first
     assert "from epoch 1" in (dirs[1] / "sweep.log").read_text()
     recs = records(out / "sweeps/adhoc")
@@ -83,32 +133,43 @@ def test_killed_sweep_resumes_without_redoing_anything(out):
 def test_failing_trials_are_recorded_and_the_rest_finish(out):
     proc = sweep("-m", "scaling.alpha=1.2,0.5", "train.lr=0.02,1e12", *TINY, out=out, check=False)
     assert proc.returncode != 0
-    recs = records(out / "sweeps/adhoc")
-    assert len(recs) == 4
-    by = {("bad" if "alpha=0.5" in n else "ok") + ("-nan" if "lr=1000000000000.0" in n else ""): r
-          for n, r in recs.items() if "alpha=1.2" in n}
-    bad = [r for n, r in recs.items() if "alpha=0.5" in n]
-    assert by["ok"]["status"] == "ok"
-    nan = by["ok-nan"]
-    assert nan["status"] == "failed" and "TrialError: train: loss is nan" in nan["error"], nan["error"]
-    assert len(bad) == 2 and all(r["status"] == "failed" and r["alpha"] == 0.5 for r in bad)
-    assert all("scaling.alpha=0.5 is below 1" in r["error"] for r in bad)
-    assert proc.stdout.count("FAILED") == 3 and "3 trial(s) failed" in proc.stderr
-    nan_dir = next(p.parent for p in (out / "sweeps/adhoc").rglob("result.json")
-                   if "lr=1000000000000.0" in p.parent.name and "alpha=1.2" in p.parent.name)
-    assert "Traceback" in (nan_dir / "sweep.log").read_text()  # full error in the trial's own log
+    lines = plan_lines(out / "sweeps/adhoc")
+    dropped = [line for line in lines if line["status"] == "dropped"]
+    assert len(dropped) == 2 and all("scaling.alpha=0.5 is below 1" in line["reason"] for line in dropped)
+    recs = list(records(out / "sweeps/adhoc").values())
+    assert len(recs) == 2  # the two α = 0.5 points never launched
+    nan = next(r for r in recs if r["train_config"]["lr"] > 1)
+    good = next(r for r in recs if r["train_config"]["lr"] < 1)
+    assert good["status"] == "ok"
+    assert nan["status"] == "failed" and "TrialError: train: loss is" in nan["error"], nan["error"]
+    assert proc.stdout.count("FAILED") == 1 and proc.stdout.count("DROPPED") == 2
+    assert "Traceback" in (out / "sweeps/adhoc" / nan["trial"] / "sweep.log").read_text()
+
+
+def test_a_plan_with_no_runnable_point_is_one_line_and_exit_2(out):
+    proc = sweep("-m", "scaling.alpha=0.5,0.7", *TINY, out=out, check=False)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no point of this sweep can run" in errors[0] and "allowed:" in errors[0]
+    assert not list(out.rglob("result.json"))
+
+
+def test_plan_only_prints_the_plan_and_trains_nothing(out):
+    proc = sweep("-m", "+sweep=compound_grid", "--plan-only", out=out)
+    assert "plan: 14 points -> 14 trials to run" in proc.stdout, proc.stdout
+    assert not list(out.rglob("result.json")) and len(plan_lines(out / "sweeps/compound_grid")) == 16
 
 
 # ---- a real one-node SLURM cluster (make slurm-up; .ci/run starts it) ---- #
 
-SLURM = ["hydra/launcher=submitit_slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.poll_s=1"]
+SLURM = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.poll_s=1"]
 
 
 @pytest.mark.slurm
 def test_slurm_sweep_runs_each_trial_as_a_slurm_job(out):
     sweep("-m", "scaling.alpha=1.1,1.2,1.3", *TINY, *SLURM, out=out)
     recs = records(out / "sweeps/adhoc")
-    assert len(recs) == 3
+    assert len(recs) == 2  # α = 1.2 and 1.3 build one network
     for r in recs.values():
         assert r["status"] == "ok" and r["slurm_job_id"]
         assert flops_factor(r["alpha"], r["beta"], r["gamma"]) == pytest.approx(2.0)
@@ -116,7 +177,7 @@ def test_slurm_sweep_runs_each_trial_as_a_slurm_job(out):
         job = r["slurm_job_id"]
         _wait_for(lambda job=job: _sacct_state(job) == "COMPLETED", timeout=60, what="sacct COMPLETED")
     again = sweep("-m", "scaling.alpha=1.1,1.2,1.3", *TINY, *SLURM, out=out)
-    assert "3 trial records written" not in again.stdout and "0 trial records written" in again.stdout
+    assert "2 trial(s) already finished" in again.stdout and "\ntrain " not in again.stdout
 
 
 def _slurm_long_trial(out, name):
@@ -124,7 +185,8 @@ def _slurm_long_trial(out, name):
             "train.val_images=500", *SLURM]
     cmd = [sys.executable, "sweep.py", *args, f"paths.output_dir={out}", "train.progress=false"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    trial = out / f"sweeps/{name}/train.epochs=3,train.train_images=3072,train.val_images=500,train=quick"
+    _wait_for(lambda: (out / f"sweeps/{name}/plan.jsonl").exists(), what="the plan")
+    (trial,) = trial_dirs(out / f"sweeps/{name}")
     _wait_for(lambda: (trial / "checkpoint.pt").exists(), what="epoch 1 checkpoint")
     jobs = subprocess.run(["squeue", "-h", "-o", "%i", "-n", "sweep"], capture_output=True, text=True).stdout.split()
     assert len(jobs) == 1, jobs
@@ -139,6 +201,7 @@ def test_scancelled_job_is_reported_failed_not_waited_on(out):
     assert proc.returncode != 0
     rec = json.loads((trial / "result.json").read_text())
     assert rec["status"] == "failed" and "CANCELLED" in rec["error"], rec["error"]
+    assert rec["study"] == "cancel" and rec["model"] == "efficientnet_b0" and rec["alpha"] == 1.2  # from the plan
     assert "FAILED" in stdout and _sacct_state(rec["slurm_job_id"]).startswith("CANCELLED")
 
 

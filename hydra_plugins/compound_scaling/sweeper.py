@@ -116,7 +116,7 @@ class PlanSweeper(Sweeper):
     def _write_plan(self, points, header: str = "") -> None:
         from scaling import plan
 
-        plan.write(self.sweep_dir / plan.PLAN_NAME, points)
+        plan.merge(self.sweep_dir / plan.PLAN_NAME, points)
         print(f"{header}{plan.describe(points)}\nplan written to {self.sweep_dir / plan.PLAN_NAME}", flush=True)
 
     # ---- launching ---- #
@@ -183,7 +183,6 @@ class PlanSweeper(Sweeper):
         import pandas as pd
 
         from analysis import race as racing
-        from scaling import plan
 
         r = self.race
         points = self._plan([[o for o in g if not o.startswith("seed=")] + ["seed=0"] for g in grid])
@@ -226,7 +225,6 @@ class PlanSweeper(Sweeper):
                 print(f"race: {len(failed)} trial(s) of this round failed; stopping", file=sys.stderr, flush=True)
                 self._summary(todo)
                 break
-        del plan
         return returns
 
 

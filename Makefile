@@ -8,7 +8,8 @@ OUT ?= outputs
 REPORTS ?= reports
 SWEEP := $(PY) sweep.py -m paths.output_dir=$(OUT) train.progress=false
 ifeq ($(SCALE),paper)
-RUN := $(SWEEP) +preset=paper data.root=$(DATA)
+STUDY := +preset=paper data.root=$(DATA)
+RUN := $(SWEEP) $(STUDY)
 DEPTHS := 2.0,3.0,4.0,6.0,8.0
 WIDTHS := 1.4,1.8,2.6,3.8,5.0
 RESOLUTIONS := 1.3,1.5,1.7,1.9,2.2,2.5
@@ -18,7 +19,8 @@ TABLE3_MODELS := mobilenetv2,resnet50
 SEEDS := 0,1,2
 else
 # two trials at a time, one thread each (measured ~10% more images/s than one 2-thread trial)
-RUN := $(SWEEP) train=demo hydra/launcher=local hydra.launcher.max_parallel=2 hydra.launcher.cpus_per_task=1
+STUDY := train=demo
+RUN := $(SWEEP) $(STUDY) hydra/launcher=local hydra.launcher.max_parallel=2 hydra.launcher.cpus_per_task=1
 DEPTHS := 2.0,3.0
 WIDTHS := 1.4,1.8
 RESOLUTIONS := 1.2,1.4
@@ -75,18 +77,26 @@ demo: install  ## the main job: race the φ=1 grid, single-dimension sweeps, con
 	$(REPORT) $(S)/compound_grid $(S)/baseline $(S)/depth $(S)/width $(S)/resolution --out $(REPORTS)/demo --wandb
 	@date +"demo finished %T"
 
-transfer: install  ## after demo: do the chosen coefficients beat single dimensions at equal measured cost (φ=2)? -> reports/transfer
-	@test -f $(REPORTS)/demo/fit.json || { echo "error: $(REPORTS)/demo/fit.json not found; run 'make demo' first"; exit 2; }
+TRANSFER := $(REPORTS)/transfer
+comma := ,
+SEARCH = hydra.searchpath=[file://$(abspath $(TRANSFER))/conf]
+STRATEGIES := selected,paper,uniform,star,depth,width,resolution
+transfer: install  ## after demo: do the chosen coefficients beat single dimensions at equal measured cost? -> reports/transfer
+	@test -f $(REPORTS)/demo/fit.json || { echo "error: $(REPORTS)/demo/fit.json not found; run 'make demo' first" >&2; exit 2; }
 	@date +"transfer started %T"
 	-$(RUN) +sweep=baseline seed=$(SEEDS)
 	-$(RUN) +sweep=depth scaling.depth=$(DEPTHS) seed=0,1
 	-$(RUN) +sweep=width scaling.width=$(WIDTHS) seed=0,1
 	-$(RUN) +sweep=resolution scaling.resolution=$(RESOLUTIONS) seed=0,1
-	$(PY) -m analysis.star $(S)/baseline $(S)/depth $(S)/width $(S)/resolution --out $(REPORTS)/transfer/star.json
-	$(PY) -m scaling.transfer --fit $(REPORTS)/demo/fit.json --star $(REPORTS)/transfer/star.json \
-	  --phi $(TRANSFER_PHIS) --out $(REPORTS)/transfer/sweep.yaml $(if $(filter paper,$(SCALE)),+preset=paper data.root=$(DATA))
-	-$(RUN) +sweep=transfer seed=$(SEEDS) '+transfer_file=$(REPORTS)/transfer/sweep.yaml'
-	$(PY) -m analysis.transfer $(S)/transfer $(S)/baseline --out $(REPORTS)/transfer
+	mkdir -p $(TRANSFER)
+	$(PY) -m analysis.star $(S)/baseline $(S)/depth $(S)/width $(S)/resolution > $(TRANSFER)/star.json
+	$(PY) -m scaling.transfer --fit $(REPORTS)/demo/fit.json --star $(TRANSFER)/star.json --phi 1,$(TRANSFER_PHIS) \
+	  --out $(TRANSFER)/conf $(STUDY)
+	for phi in $(subst $(comma), ,$(TRANSFER_PHIS)); do \
+	  $(RUN) +sweep=transfer '$(SEARCH)' seed=$(SEEDS) +transfer=$$(echo $(STRATEGIES) | sed "s/\([a-z]*\)/\1_phi$$phi/g") \
+	  || echo "some transfer trials failed (phi=$$phi); the report uses the rest"; done
+	-$(RUN) +sweep=transfer '$(SEARCH)' seed=0 +transfer=$(shell echo $(STRATEGIES) | sed 's/\([a-z]*\)/\1_phi1/g')
+	$(PY) -m analysis.transfer $(S)/transfer $(S)/baseline --out $(TRANSFER)
 	@date +"transfer finished %T"
 
 fig3: install  ## paper Fig. 3: depth, width, resolution scaled one at a time -> reports/fig3

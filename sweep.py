@@ -25,7 +25,7 @@ config.register()
 PLAN_ONLY = "--plan-only"
 
 
-def run_claimed(cfg: DictConfig, trial_dir: Path, planned) -> dict:
+def run_claimed(cfg: DictConfig, trial_dir: Path, planned, started: float) -> dict:
     """Train the trial unless another process holds it; then wait for that holder's record."""
     from scaling import trial  # deferred: torch and timm
 
@@ -39,7 +39,7 @@ def run_claimed(cfg: DictConfig, trial_dir: Path, planned) -> dict:
                 if record.is_done(trial_dir):  # finished between our check and our claim
                     return record.read(trial_dir / record.RECORD_NAME)
                 print(f"train {trial_dir}", flush=True)
-                return trial.run(cfg, trial_dir, planned)
+                return trial.run(cfg, trial_dir, planned, started)
         info = claim.holder(trial_dir)
         if not waiting and info is not None:
             print(f"skip {trial_dir.name}: claimed by {claim.describe(info)}; waiting for its record", flush=True)
@@ -50,6 +50,7 @@ def run_claimed(cfg: DictConfig, trial_dir: Path, planned) -> dict:
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> dict:
     """Plan the composed config, then run (or resume, or skip) its trial; return the record."""
+    started = time.time()
     hc = HydraConfig.get()
     sweeping = hc.mode == RunMode.MULTIRUN
     trial_dir = Path(hc.runtime.output_dir)
@@ -67,7 +68,7 @@ def main(cfg: DictConfig) -> dict:
         if record.is_done(trial_dir):
             print(f"skip {trial_dir}: already finished", flush=True)
             return record.read(trial_dir / record.RECORD_NAME)
-    rec = run_claimed(cfg, trial_dir, planned)
+    rec = run_claimed(cfg, trial_dir, planned, started)
     if not sweeping:
         print(f"{rec['status']}: top-1 {rec['top1']}% ({rec.get('score_split')}, {rec.get('score_images')} images) "
               f"-> {trial_dir / record.RECORD_NAME}" if rec["status"] == "ok" else f"error: {rec['error']}",

@@ -83,7 +83,8 @@ def collect(paths: Iterable[str | Path], report=print) -> pd.DataFrame:
     (plan.jsonl); elsewhere every readable record. Skipped files are reported."""
     rows, skipped, seen = [], [], set()
     for p in map(Path, paths):
-        plans = [p / "plan.jsonl"] if (p / "plan.jsonl").is_file() else sorted(p.rglob("plan.jsonl")) if p.is_dir() else []
+        plans = [p / "plan.jsonl"] if (p / "plan.jsonl").is_file() else \
+            sorted(p.rglob("plan.jsonl")) if p.is_dir() else []
         planned_dirs = []
         for plan_file in plans:
             if plan_file.resolve() in seen:

@@ -63,7 +63,8 @@ def summary_lines(result: dict, race: dict | None) -> list[str]:
                      f"{p['mean']:.2f} ± {p['se']:.2f} ({p['seeds']} seeds)")
     sel = result["selected"]
     lines.append(f"selected ({sel['rule']}): alpha={sel['alpha']:.3g} beta={sel['beta']:.3g} gamma={sel['gamma']:.3g}"
-                 f"; ranges over the set: alpha {result['alpha_ci']}, beta {result['beta_ci']}, gamma {result['gamma_ci']}")
+                 f"; ranges over the set: alpha {result['alpha_ci']}, beta {result['beta_ci']}, "
+                 f"gamma {result['gamma_ci']}")
     sigma, mdd = result.get("sigma"), result.get("mdd")
     lines.append(f"seed noise sigma = {sigma:.2f} points; smallest detectable difference (80% power) = {mdd:.2f}; "
                  f"seeds per point to separate the top two: {result.get('seeds_to_resolve')}"

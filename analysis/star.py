@@ -64,7 +64,10 @@ def single_dimension_trials(df: pd.DataFrame) -> pd.DataFrame:
         base = rows.loc[rows["method"] == "baseline", "flops"].mean()
         computed = rows["flops"] / base
         factor = computed if factor is None else factor.fillna(computed)
-    rows["t"] = np.log(factor.astype(float))
+    factor = factor.astype(float)
+    if not (np.isfinite(factor) & (factor > 0)).all():
+        raise StarError("measured_flops_factor (or flops) must be a positive number on every trial")
+    rows["t"] = np.log(factor)
     rows["x"] = 0.0
     for d in DIMENSIONS:
         sel = rows["method"] == d

@@ -19,6 +19,7 @@ for compound scaling is conservative. The smallest detectable difference is
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -48,7 +49,20 @@ class TransferError(ValueError):
 
 
 def trials(df: pd.DataFrame, native_size: int | None = None) -> pd.DataFrame:
-    """ok trials, one row per (strategy, φ, seed) (repeats averaged); φ = 0 rows become `baseline`."""
+    """ok trials, one row per (strategy, φ, seed) (repeats averaged); φ = 0 rows become `baseline`.
+
+    Records of the harness: the unscaled baseline (method `baseline`) is the `baseline` strategy, and a
+    cost-matched single-dimension trial carries the φ of the compound model it matches (its
+    `scaling_config`), since explicit multipliers are recorded at φ = 1."""
+    df = df.copy()
+    if "method" in df.columns:
+        if "strategy" not in df.columns:
+            df["strategy"] = None
+        df.loc[(df["method"] == "baseline") & df["strategy"].isna(), "strategy"] = "baseline"
+    if "scaling_config" in df.columns and "strategy" in df.columns:
+        single = df["strategy"].isin(["depth", "width", "resolution"]) & df["scaling_config"].notna()
+        df.loc[single, "phi"] = [json.loads(c).get("phi", p) if isinstance(c, str) else p
+                                 for c, p in zip(df.loc[single, "scaling_config"], df.loc[single, "phi"])]
     if "strategy" not in df.columns or df["strategy"].isna().all():
         raise TransferError("no `strategy` column: these records predate the transfer study (rerun its sweep, or "
                             "add strategy = selected | paper | star | uniform | depth | width | resolution | baseline)")

@@ -21,8 +21,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from scaling import record
 from scaling import data as datasets
+from scaling import record
 from scaling.coefficients import ScalingError
 from scaling.logger import TrialLogger
 from scaling.plan import Planned, build_scaled
@@ -147,7 +147,7 @@ def load_checkpoint(path: Path, trial_id: str) -> dict[str, Any]:
 
 
 def fit(model: nn.Module, data, cfg, trial_dir: Path, trial_id: str, logger: TrialLogger, px: int,
-        ) -> dict[str, Any]:
+        started: float) -> dict[str, Any]:
     """Train with SGD + one-cycle, monitoring on held-out images and checkpointing every epoch; resume
     if possible; score once at the end on the test split (or the held-out one)."""
     t = cfg.train
@@ -193,8 +193,8 @@ def fit(model: nn.Module, data, cfg, trial_dir: Path, trial_id: str, logger: Tri
         for i, (x, y) in enumerate(datasets.batches(
                 train, t.batch_size, shuffle=True, seed=cfg.seed * 100003 + epoch,
                 hflip=cfg.data.hflip, **kw)):
-            if "startup_seconds" not in state:
-                state["startup_seconds"] = process_age()  # process start -> first step
+            if "startup_seconds" not in state:  # process start (or, in a warm worker, job start) -> first step
+                state["startup_seconds"] = min(process_age(), time.time() - started)
             loss = step(x, y)
             if i % 50 == 0 and not torch.isfinite(loss):  # a sync every 50 steps, not every step
                 raise TrialError(f"train: loss is {loss.item()} at epoch {epoch} step {i}; "
@@ -235,15 +235,16 @@ def fit(model: nn.Module, data, cfg, trial_dir: Path, trial_id: str, logger: Tri
 # ---- the trial ---- #
 
 
-def run(cfg, trial_dir: Path, planned: Planned) -> dict[str, Any]:
-    """Run (or resume) one planned trial and return its record."""
+def run(cfg, trial_dir: Path, planned: Planned, started: float | None = None) -> dict[str, Any]:
+    """Run (or resume) one planned trial and return its record (`started`: when its job began, time.time())."""
+    started = time.time() if started is None else started
     trial_dir = Path(trial_dir)
     path = trial_dir / record.RECORD_NAME
     p, s = planned.point, cfg.scaling
     rec = record.new(
         trial=trial_dir.name, study=cfg.name, kind=cfg.kind, strategy=cfg.strategy, model=cfg.model.name,
         dataset=cfg.data.name, seed=cfg.seed, epochs=cfg.train.epochs, base_resolution=cfg.data.resolution,
-        native_resolution=cfg.data.native_size, host=socket.gethostname(), slurm_job_id=slurm_job_id(),
+        native_resolution=cfg.data.native_size, host=socket.gethostname(), pid=os.getpid(), slurm_job_id=slurm_job_id(),
         started=_now(), target=s.target, tolerance=s.tolerance,
         **{k: p.get(k) for k in ("alpha", "beta", "gamma", "phi", "method", "nominal_flops_factor")},
         depth_mult=p.get("depth_mult"), width_mult=p.get("width_mult"), resolution_mult=p.get("resolution_mult"),
@@ -273,7 +274,7 @@ def run(cfg, trial_dir: Path, planned: Planned) -> dict[str, Any]:
                              job_type=cfg.kind, config={**OmegaConf.to_container(cfg, resolve=True), **{
                                  k: rec[k] for k in ("method", "alpha", "beta", "gamma", "phi", "depth_mult",
                                                      "width_mult", "resolution_mult", "resolution", "trial_id")}})
-        state = fit(built.model, data, cfg, trial_dir, planned.ids["trial_id"], logger, px)
+        state = fit(built.model, data, cfg, trial_dir, planned.ids["trial_id"], logger, px, started)
         rec.update(status="ok", epochs_run=state["epoch"], history=state["history"], top1=state["top1"],
                    train_seconds=state["train_seconds"],
                    train_images_per_second=state["images"] / max(state["train_seconds"], 1e-9),

@@ -76,5 +76,5 @@ def test_grid_solved_and_filtered():
     assert (2.0, 1.0, 1.0) in solved and not any(a == 2.0 and b > 1 for a, b, _ in solved)
     steps = [round(1 + 0.1 * i, 1) for i in range(11)]
     nni = c.grid(steps, steps[:6], steps[:6], tolerance=0.1)  # NNI's FixedProductTuner recipe
-    assert nni and all(abs(c.flops_factor(*p) - 2) < 0.1 for p in nni)
+    assert nni and all(c.on_constraint(*p) and abs(c.flops_factor(*p) - 2) <= 0.1 + 1e-9 for p in nni)
     assert (1.2, 1.1, 1.2) in nni and (1.2, 1.1, 1.1) not in nni

@@ -1,6 +1,7 @@
 """Sweeps end to end: local multiruns, resume after kill, failures, and a real SLURM cluster."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -102,6 +103,28 @@ def test_smoke_sweep_with_capped_local_launcher_shows_progress(out):
         assert r["status"] == "ok" and r["threads"] == 1 and r["dataset"] == "fashion_mnist" and r["top1"] > 20
     assert r["slurm_job_id"] is None and (out / "sweeps/smoke/.submitit").is_dir()
     assert "[trials (local)] 0/2 done" in proc.stderr and "2/2 done, 0 running, 0 failed, 0 left" in proc.stderr
+
+
+def test_warm_workers_run_trial_after_trial_and_survive_a_killed_worker(out):
+    """hydra.launcher.warm=true: one process per slot runs many trials; a worker killed mid-trial is
+    replaced and its trial reruns (resuming from its checkpoint), the others are unaffected."""
+    args = ["-m", "scaling.alpha=1.0,1.4", "scaling.beta=1.0", "seed=0,1", *TINY, "train.epochs=2",
+            "hydra/launcher=local", "hydra.launcher.warm=true", "hydra.launcher.max_parallel=2",
+            "hydra.launcher.cpus_per_task=1"]
+    cmd = [sys.executable, "sweep.py", *args, f"paths.output_dir={out}", "train.progress=false"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for(lambda: list(out.rglob("checkpoint.pt")), what="a first checkpoint")
+    (ckpt, *_) = list(out.rglob("checkpoint.pt"))
+    owner = json.loads((ckpt.parent / "claim.lock").read_text())["pid"]
+    os.kill(owner, signal.SIGKILL)  # as an OOM kill would
+    output = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, output[-3000:]
+    assert "a warm worker died; rerunning" in output
+    recs = records(out / "sweeps/adhoc")
+    assert len(recs) == 4 and all(r["status"] == "ok" for r in recs.values())
+    pids = {r["pid"] for r in recs.values()}
+    assert len(pids) < len(recs) and owner not in pids  # trials shared processes; the killed one is gone
+    assert not (out / "sweeps/adhoc/.submitit").exists()
 
 
 def test_killed_sweep_resumes_without_redoing_anything(out):

@@ -27,7 +27,8 @@ def test_quick_trial_learns_and_records(out):
     assert 35 < rec["top1"] < 90  # ~55% on the 10,000 test images; chance is 10%
     assert rec["score_split"] == "test" and rec["score_images"] == 10000
     assert f"ok: top-1 {rec['top1']}% (test, 10000 images)" in proc.stdout
-    assert (rec["alpha"], rec["beta"], rec["phi"]) == (1.2, 1.1, 1.0) and rec["gamma"] == pytest.approx((2 / 1.452) ** .5)
+    assert (rec["alpha"], rec["beta"], rec["phi"]) == (1.2, 1.1, 1.0)
+    assert rec["gamma"] == pytest.approx((2 / 1.452) ** 0.5)
     assert rec["resolution"] == 23 and rec["base_resolution"] == 20 and not rec["upscaled"]  # round(20 * 1.174)
     assert rec["stage_depths"] == [1, 2, 2, 2, 2, 3, 1]  # ceil(0.5 * 1.2 * B0 repeats)
     assert rec["stage_widths"] == [8, 16, 24, 48, 64, 104, 176]  # B0 widths x 0.55, rounded to 8

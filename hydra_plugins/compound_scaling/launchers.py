@@ -25,9 +25,10 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides, run_job, setup_globals
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQueueConf, SlurmQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
+from omegaconf import open_dict
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,10 @@ class _Launcher(BaseSubmititLauncher):
             return job.results()[0]
         except Exception as err:  # noqa: BLE001 - UncompletedJobError, FailedJobError, ...
             error = f"job {job.job_id} ended without a result ({job.state}): {str(err).splitlines()[0]}"
+        return self._dead(overrides, error, str(job.job_id) if self._EXECUTOR == "slurm" else None)
+
+    def _dead(self, overrides: Sequence[str], error: str, slurm_job_id: str | None = None) -> JobReturn:
+        """FAILED for Hydra, and a `failed` record (study, model, coefficients from the plan) in the trial folder."""
         try:
             trial_dir = self._trial_dir(overrides)
         except Exception as err:  # noqa: BLE001 - the overrides themselves are bad: nowhere to write
@@ -106,7 +111,7 @@ class _Launcher(BaseSubmititLauncher):
         if trial_dir is not None:
             from scaling import failure
 
-            failure.record_death(trial_dir, error, str(job.job_id) if self._EXECUTOR == "slurm" else None)
+            failure.record_death(trial_dir, error, slurm_job_id)
         log.error("trial %s failed: %s", trial_dir.name if trial_dir else "?", error)
         ret = JobReturn(overrides=list(overrides), status=JobStatus.FAILED, working_dir=str(trial_dir))
         ret.return_value = TrialDied(error)
@@ -114,11 +119,83 @@ class _Launcher(BaseSubmititLauncher):
         return ret
 
 
+def _warm_init(threads: int | None) -> None:
+    """A warm worker: torch threads for every trial it will run."""
+    if threads:
+        os.environ["SCALING_THREADS"] = str(threads)
+
+
+def _warm_run(payload: bytes) -> bytes:
+    """Run one job in a warm worker (cloudpickle both ways, as submitit does)."""
+    import cloudpickle
+
+    launcher, params = cloudpickle.loads(payload)
+    return cloudpickle.dumps(launcher.run_here(*params))
+
+
 class LocalLauncher(_Launcher):
-    """submitit local processes, at most `max_parallel` at a time."""
+    """Local trials, at most `max_parallel` at a time: submitit processes (one per trial), or with
+    `warm=true` one long-lived process per slot that runs trial after trial (no per-trial start-up:
+    imports, data). A worker that dies (OOM kill, segfault) is replaced and its trials rerun, resuming
+    from their checkpoints; a trial that is running when workers die 3 times is recorded failed."""
 
     _EXECUTOR = "local"
     _UPSTREAM = LocalQueueConf
+    CRASHES = 3
+
+    def run_here(self, overrides: list[str], job_dir_key: str, job_num: int, job_id: str, singleton_state) -> JobReturn:
+        """One Hydra job in this (warm) process: what the plugin's __call__ does, without submitit."""
+        Singleton.set_state(singleton_state)
+        setup_globals()
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(cfg.hydra.job):
+            cfg.hydra.job.id = job_id
+            cfg.hydra.job.num = job_num
+        return run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=cfg,
+                       job_dir_key=job_dir_key, job_subdir_key="hydra.sweep.subdir")
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        if not self.params.get("warm"):
+            return super().launch(job_overrides, initial_job_idx)
+        import concurrent.futures as cf
+        import multiprocessing as mp
+        from concurrent.futures.process import BrokenProcessPool
+
+        import cloudpickle
+
+        from scaling.progress import Progress
+
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        params = [(list(o), "hydra.sweep.dir", initial_job_idx + i, f"warm_{initial_job_idx + i}",
+                   Singleton.get_state()) for i, o in enumerate(job_overrides)]
+        limit = max(1, int(self.params.get("max_parallel") or 1))
+        progress = Progress(len(params), "trials (local, warm)")
+        results: dict[int, JobReturn] = {}
+        crashes = {i: 0 for i in range(len(params))}
+        pending = list(range(len(params)))
+        while pending:
+            with cf.ProcessPoolExecutor(max_workers=limit, mp_context=mp.get_context("spawn"),
+                                        initializer=_warm_init, initargs=(self.params.get("cpus_per_task"),)) as pool:
+                futures = {pool.submit(_warm_run, cloudpickle.dumps((self, params[i]))): i for i in pending}
+                pending = []
+                for fut in cf.as_completed(futures):
+                    i = futures[fut]
+                    try:
+                        results[i] = cloudpickle.loads(fut.result())
+                    except BrokenProcessPool:
+                        crashes[i] += 1
+                        if crashes[i] < self.CRASHES:
+                            pending.append(i)
+                        else:
+                            results[i] = self._dead(job_overrides[i], f"worker process died {crashes[i]} times")
+                    except Exception as err:  # noqa: BLE001 - the job raised outside the task (e.g. bad overrides)
+                        results[i] = self._dead(job_overrides[i], f"{type(err).__name__}: {err}")
+                    progress.show(done=len(results), running=min(limit, len(futures) - len(results)))
+            if pending:
+                log.warning("a warm worker died; rerunning %d trial(s) (they resume from checkpoints)", len(pending))
+        returns = [results[i] for i in range(len(params))]
+        progress.close(failed=sum(r.status != JobStatus.COMPLETED for r in returns))
+        return returns
 
     def _submit(self, executor, job_params: list[tuple], progress) -> list:
         limit = max(1, int(self.params.get("max_parallel") or 1))
@@ -154,6 +231,7 @@ class LocalConf(LocalQueueConf):
     timeout_min: int = 120
     stderr_to_stdout: bool = True
     poll_s: float = 1.0  # seconds between status checks
+    warm: bool = False  # one long-lived process per slot runs trial after trial (no per-trial start-up)
 
 
 @dataclass

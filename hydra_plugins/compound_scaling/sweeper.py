@@ -18,8 +18,6 @@ import itertools
 import json
 import logging
 import sys
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

@@ -78,10 +78,32 @@ def main(cfg: DictConfig) -> dict:
     return rec
 
 
+def check_launcher_keys(args: list[str]) -> None:
+    """A `hydra.launcher.KEY=...` the chosen launcher does not have: one line naming the allowed keys, exit 2."""
+    chosen = [a.split("=", 1)[1] for a in args if a.lstrip("+~").startswith("hydra/launcher=")]
+    if not chosen:
+        return
+    import dataclasses
+
+    from hydra_plugins.compound_scaling import launchers
+
+    conf = launchers.CONFS.get(chosen[-1])
+    if conf is None:
+        return
+    allowed = sorted(f.name for f in dataclasses.fields(conf) if not f.name.startswith("_"))
+    for a in args:
+        key = a.lstrip("+~").split("=", 1)[0]
+        if key.startswith("hydra.launcher.") and key.split(".")[2] not in allowed:
+            print(f"error: {key} is not a setting of hydra/launcher={chosen[-1]}; allowed: {', '.join(allowed)}",
+                  file=sys.stderr)
+            sys.exit(2)
+
+
 def cli() -> None:
     """`--plan-only` (ours) becomes `hydra.sweeper.plan_only=true` before Hydra parses the command line."""
     if PLAN_ONLY in sys.argv:
         sys.argv = [a for a in sys.argv if a != PLAN_ONLY] + ["hydra.sweeper.plan_only=true"]
+    check_launcher_keys(sys.argv[1:])
     main()
 
 

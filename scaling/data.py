@@ -7,6 +7,7 @@ of the training split, so every trial and seed is scored on the same images.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 from collections.abc import Iterator
@@ -62,8 +63,9 @@ class Data:
 # ---- Fashion-MNIST ---- #
 
 
+@functools.lru_cache(maxsize=8)  # a warm worker reads each file once, not once per trial
 def _read_idx(path: Path) -> np.ndarray:
-    """Read one IDX file (optionally gzipped): big-endian dims after a 4-byte magic."""
+    """Read one IDX file (optionally gzipped): big-endian dims after a 4-byte magic (read-only array)."""
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
         raw = f.read()

@@ -292,7 +292,7 @@ def run(cfg, trial_dir: Path, planned: Planned, started: float | None = None) ->
     finally:
         if logger is not None:
             logger.finish(exit_code=0 if rec["status"] == "ok" else 1)
-    rec["finished"] = _now()
+    rec.update(finished=_now(), job_seconds=time.time() - started)
     record.write_atomic(path, rec)
     return rec
 

@@ -26,19 +26,21 @@ def studies(tmp_path_factory):
 
 @pytest.mark.slow
 def test_collect_real_folders_skips_corrupt_and_never_double_counts(studies, tmp_path):
-    bad = studies / "grid" / "corrupt"
-    bad.mkdir(exist_ok=True)
-    (bad / "result.json").write_text('{"schema": 1, "status": "ok", "top1": ')  # cut off mid-write
-    partial = studies / "grid" / "partial"
-    partial.mkdir(exist_ok=True)
-    (partial / "result.json").write_text('{"top1": 50}')
+    loose = tmp_path / "loose"  # a folder without a plan: every readable record counts
+    for name, text in (("corrupt", '{"schema": 2, "status": "ok", "top1": '), ("partial", '{"top1": 50}')):
+        (loose / name).mkdir(parents=True)
+        (loose / name / "result.json").write_text(text)  # cut off mid-write / not a record
+    stale = studies / "grid" / "stale"  # a record of a config that is no longer in the grid's plan
+    stale.mkdir(exist_ok=True)
+    (stale / "result.json").write_text(json.dumps({"schema": 2, "status": "ok", "top1": 99.0, "alpha": 1.3}))
     messages = []
-    df = collect.collect([studies / "grid", studies / "depth", studies / "baseline", studies / "grid"],
+    df = collect.collect([studies / "grid", studies / "depth", studies / "baseline", studies / "grid", loose],
                          report=messages.append)
     assert len(df) == 4 and df["path"].is_unique  # the grid folder given twice counts once
-    assert sorted(df["method"]) == ["baseline", "compound", "compound", "depth"]
-    assert len(messages) == 2 and any("corrupt" in m for m in messages) and any("partial" in m for m in messages)
-    assert set(collect.collect([studies])["path"]) == set(df["path"])  # nested search finds the same
+    assert sorted(df["method"]) == ["baseline", "compound", "compound", "depth"] and 99.0 not in set(df["top1"])
+    assert any("corrupt" in m for m in messages) and any("partial" in m for m in messages)
+    assert any("not in its current plan: ignored" in m for m in messages)
+    assert set(collect.collect([studies], report=lambda m: None)["path"]) == set(df["path"])  # nested search
     paths = collect.save(df, tmp_path / "results.csv")
     assert [p.suffix for p in paths] == [".csv", ".parquet"]
     back = pd.read_parquet(paths[1])
@@ -47,10 +49,12 @@ def test_collect_real_folders_skips_corrupt_and_never_double_counts(studies, tmp
 
 @pytest.mark.slow
 def test_report_on_real_studies(studies, tmp_path):
-    r = report.report([str(studies / s) for s in ("grid", "depth", "baseline")], tmp_path, n_boot=50)
+    r = report.report([str(studies / s) for s in ("grid", "depth", "baseline")], tmp_path)
     names = {p.name for p in r["files"]}
     assert {"results.csv", "fit.json", "accuracy_vs_flops.png", "accuracy_vs_flops.pdf"} <= names
-    assert r["fit"]["n_trials"] == 2 and r["fit"]["method"] == "grid_argmax"
+    fit = r["fit"]
+    assert fit["n_trials"] == 2 and fit["method"] == "single_seed" and fit["sigma"] is None
+    assert len(fit["confidence_set"]) == 2 and "cannot be estimated" in fit["note"]  # one seed: no narrow interval
     assert all(p.stat().st_size > 1000 for p in r["files"] if p.suffix in (".png", ".pdf"))
 
 
@@ -84,7 +88,7 @@ def test_every_figure_and_table_is_produced(tmp_path):
     df = synthetic_results()
     from analysis.fit import fit
 
-    result = fit(df[df.kind == "compound_grid"], n_boot=50)
+    result = fit(df[df.kind == "compound_grid"])
     files = plots.accuracy_vs_flops(df, tmp_path, result) + plots.grid_heatmap(df, tmp_path, result)
     files += plots.width_at_depth_resolution(df, tmp_path) + plots.table3(df, tmp_path)
     t2 = pd.DataFrame([dict(model=f"efficientnet_b{i}", width=1.0, depth=1.0, resolution=224, params=5.3e6 * (i + 1),
@@ -106,7 +110,7 @@ def test_wandb_summary_run_offline(tmp_path):
     from analysis.wandb_summary import log_summary
 
     df = synthetic_results()
-    result = fit(df[df.kind == "compound_grid"], n_boot=50)
+    result = fit(df[df.kind == "compound_grid"])
     png = plots.accuracy_vs_flops(df, tmp_path, result)[0]
     run_dir = log_summary(df, [png], result, mode="offline", group="demo", directory=tmp_path)
     (run_file,) = list((tmp_path / "wandb").rglob("run-*.wandb"))

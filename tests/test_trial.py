@@ -156,6 +156,14 @@ def test_bad_input_one_line_error(out, args, key, allowed):
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
+def test_unknown_launcher_key_is_one_line(out):
+    proc = sweep("-m", "scaling=baseline", "hydra/launcher=local", "hydra.launcher.max_paralel=2", out=out, check=False)
+    assert proc.returncode == 2 and not out.exists()
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: hydra.launcher.max_paralel is not a setting of hydra/launcher=local; allowed: ")
+    assert "max_parallel" in line and "cpus_per_task" in line
+
+
 @pytest.mark.parametrize("args, needle", [
     (["model=vit"], "Available options in 'model'"),
     (["train.epochs=three"], "train.epochs"),

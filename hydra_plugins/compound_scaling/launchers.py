@@ -250,6 +250,9 @@ class SlurmConf(SlurmQueueConf):
     poll_s: float = 5.0  # seconds between forced sacct checks
 
 
+CONFS = {"local": LocalConf, "slurm": SlurmConf, "submitit_local": LocalQueueConf, "submitit_slurm": SlurmQueueConf}
+
+
 def register() -> None:
     """Register `hydra/launcher=local` and `=slurm` (Hydra imports this module on plugin discovery)."""
     cs = ConfigStore.instance()

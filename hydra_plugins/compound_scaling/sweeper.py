@@ -18,6 +18,7 @@ import itertools
 import json
 import logging
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,18 @@ class PlanSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
+        started = time.time()
+        try:
+            return self._sweep(arguments)
+        finally:
+            if not self.plan_only:  # wall time of this invocation, for make bench's training fraction
+                slots = OmegaConf.select(self.config, "hydra.launcher.max_parallel", default=None)
+                line = {"started": _iso(started), "finished": _iso(time.time()), "started_s": started,
+                        "finished_s": time.time(), "slots": slots or 1, "mode": self.mode}
+                with open(self.sweep_dir / "timing.jsonl", "a") as f:
+                    f.write(json.dumps(line) + "\n")
+
+    def _sweep(self, arguments: list[str]) -> Any:
         try:
             grid = self._grid(arguments)
             if self.mode == "race":
@@ -206,7 +219,9 @@ class PlanSweeper(Sweeper):
                                   initial_seeds=r.initial_seeds, seeds_per_round=r.seeds_per_round,
                                   budget_trials=r.budget_trials, budget_seconds=r.budget_seconds,
                                   practical_difference=r.practical_difference)
-            (self.sweep_dir / "race.json").write_text(json.dumps(state.to_dict(), indent=2, default=str) + "\n")
+            settings = OmegaConf.to_container(r) if OmegaConf.is_config(r) else vars(r)
+            saved = {**state.to_dict(), "full_grid_trials": len(unique) * r.max_seeds, "settings": settings}
+            (self.sweep_dir / "race.json").write_text(json.dumps(saved, indent=2, default=str) + "\n")
             if state.done:
                 print(f"race: done after round {state.round}: {state.reason}; {len(state.alive)} point(s) left",
                       flush=True)
@@ -224,6 +239,10 @@ class PlanSweeper(Sweeper):
                 self._summary(todo)
                 break
         return returns
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(t))
 
 
 def register() -> None:

@@ -16,6 +16,8 @@ RESOLUTIONS := 1.3,1.5,1.7,1.9,2.2,2.5
 PHIS := 0,1,2,3,4,5,6,7
 TRANSFER_PHIS := 2,3
 RACE_SEEDS := 6
+STAR_SEEDS := 0,1,2
+PHI1 ?= 1
 TABLE3_MODELS := mobilenetv2,resnet50
 SEEDS := 0,1,2
 else
@@ -30,6 +32,8 @@ RESOLUTIONS := 1.2,1.4
 PHIS := 0,1,2
 TRANSFER_PHIS := 2
 RACE_SEEDS := 3
+STAR_SEEDS := 0# one seed per single-dimension level keeps make transfer near 30 min here; 0,1 for intervals
+PHI1 ?=# set PHI1=1 to add phi = 1 points (one seed) to the Figure 8 analogue
 TABLE3_MODELS := mobilenetv2_cpu,resnet18_cpu
 SEEDS := 0,1,2
 endif
@@ -85,9 +89,9 @@ transfer: install  ## after demo: do the chosen coefficients beat single dimensi
 	@test -f $(REPORTS)/demo/fit.json || { echo "error: $(REPORTS)/demo/fit.json not found; run 'make demo' first" >&2; exit 2; }
 	@date +"transfer started %T"
 	-$(RUN) +sweep=baseline seed=$(SEEDS)
-	-$(RUN) +sweep=depth scaling.depth=$(DEPTHS) seed=0,1
-	-$(RUN) +sweep=width scaling.width=$(WIDTHS) seed=0,1
-	-$(RUN) +sweep=resolution scaling.resolution=$(RESOLUTIONS) seed=0,1
+	-$(RUN) +sweep=depth scaling.depth=$(DEPTHS) seed=$(STAR_SEEDS)
+	-$(RUN) +sweep=width scaling.width=$(WIDTHS) seed=$(STAR_SEEDS)
+	-$(RUN) +sweep=resolution scaling.resolution=$(RESOLUTIONS) seed=$(STAR_SEEDS)
 	mkdir -p $(TRANSFER)
 	$(PY) -m analysis.star $(S)/baseline $(S)/depth $(S)/width $(S)/resolution > $(TRANSFER)/star.json
 	$(PY) -m scaling.transfer --fit $(REPORTS)/demo/fit.json --star $(TRANSFER)/star.json --phi 1,$(TRANSFER_PHIS) \
@@ -95,7 +99,7 @@ transfer: install  ## after demo: do the chosen coefficients beat single dimensi
 	for phi in $(subst $(comma), ,$(TRANSFER_PHIS)); do \
 	  $(RUN) +sweep=transfer '$(SEARCH)' seed=$(SEEDS) +transfer=$$(echo $(STRATEGIES) | sed "s/\([a-z]*\)/\1_phi$$phi/g") \
 	  || echo "some transfer trials failed (phi=$$phi); the report uses the rest"; done
-	-$(RUN) +sweep=transfer '$(SEARCH)' seed=0 +transfer=$(shell echo $(STRATEGIES) | sed 's/\([a-z]*\)/\1_phi1/g')
+	$(if $(PHI1),-$(RUN) +sweep=transfer '$(SEARCH)' seed=0 +transfer=$(shell echo $(STRATEGIES) | sed 's/\([a-z]*\)/\1_phi1/g'))
 	$(PY) -m analysis.transfer $(S)/transfer $(S)/baseline --out $(TRANSFER)
 	@date +"transfer finished %T"
 

@@ -196,18 +196,16 @@ class PlanSweeper(Sweeper):
         from analysis import race as racing
 
         r = self.race
-        points = self._plan([[o for o in g if not o.startswith("seed=")] + ["seed=0"] for g in grid])
-        unique = {p.ids["arch"]: p for p in points if p.status == "run"}
+        unseeded = dict.fromkeys(tuple(o for o in g if not o.startswith("seed=")) for g in grid)  # the race seeds
+        full = self._plan([[*g, f"seed={s}"] for s in range(r.max_seeds) for g in unseeded])
+        unique = {p.ids["arch"]: p for p in full if p.status == "run"}
         if not unique:
             raise ScalingError("scaling: no point of this race can run (every point is dropped, see the plan)")
-        seeds = range(r.max_seeds)
-        full = self._plan([[*p.overrides[:-1], f"seed={s}"] for p in unique.values() for s in seeds])
-        aliases = [p for p in points if p.status != "run"]
-        self._write_plan(full + [a for a in aliases], header=f"race over {len(unique)} distinct networks, "
-                         f"up to {r.max_seeds} shared seeds each\n")
+        self._write_plan(full, header=f"race over {len(unique)} distinct networks, up to {r.max_seeds} shared "
+                         "seeds each\n")
         if self.plan_only:
             return []
-        by_key = {(p.ids["arch"], p.point["seed"]): p for p in full}
+        by_key = {(p.ids["arch"], p.point["seed"]): p for p in full if p.status == "run"}
         returns: list[JobReturn] = []
         while True:
             rows = []

@@ -28,7 +28,7 @@ METRICS = {m.column: m for m in (
     Metric("flops", "FLOPs", "M multiply-adds / image", 1e6, log=True),
     Metric("params", "Parameters", "M", 1e6),
     Metric("activations", "Activations", "K conv outputs / image", 1e3),
-    Metric("top1", "Top-1 accuracy", "% held-out"),
+    Metric("top1", "Top-1 accuracy", "%"),
     Metric("resolution", "Input size", "px"),
     Metric("train_images_per_second", "Training throughput", "images / s"),
     Metric("measured_flops_factor", "FLOPs vs baseline", "x"),

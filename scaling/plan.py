@@ -169,11 +169,7 @@ def dedupe(points: list[Planned]) -> list[Planned]:
 
 def write(path: Path, points: list[Planned]) -> None:
     """One JSON line per grid point (atomically replaced)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(p.to_dict(), default=str) + "\n" for p in points))
-    tmp.replace(path)
+    _replace(path, "".join(json.dumps(p.to_dict(), default=str) + "\n" for p in points))
 
 
 def point_key(point: dict[str, Any]) -> str:
@@ -188,11 +184,20 @@ def merge(path: Path, points: list[Planned]) -> None:
     study folder, e.g. depth = 2 by one target and depth = 2, 3 by another)."""
     new = {point_key(p.point) for p in points}
     kept = [line for line in read(path) if point_key(line["point"]) not in new]
+    _replace(path, "".join(json.dumps(x, default=str) + "\n" for x in kept + [p.to_dict() for p in points]))
+
+
+def _replace(path: Path, text: str) -> None:
+    """Atomically replace `path` (a temp file of our own beside it, then rename: concurrent writers are safe)."""
+    import os
+    import tempfile
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(x, default=str) + "\n" for x in kept + [p.to_dict() for p in points]))
-    tmp.replace(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def read(path: Path) -> list[dict[str, Any]]:

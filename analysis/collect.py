@@ -81,11 +81,10 @@ def _planned_rows(plan_file: Path, report) -> tuple[list[dict], set[Path]]:
 def collect(paths: Iterable[str | Path], report=print) -> pd.DataFrame:
     """DataFrame of the trials under `paths`: per sweep folder, the points of its current plan
     (plan.jsonl); elsewhere every readable record. Skipped files are reported."""
-    rows, skipped, seen = [], [], set()
+    rows, skipped, seen, planned_dirs = [], [], set(), []
     for p in map(Path, paths):
         plans = [p / "plan.jsonl"] if (p / "plan.jsonl").is_file() else \
             sorted(p.rglob("plan.jsonl")) if p.is_dir() else []
-        planned_dirs = []
         for plan_file in plans:
             if plan_file.resolve() in seen:
                 continue

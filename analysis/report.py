@@ -56,11 +56,10 @@ def summary_lines(result: dict, race: dict | None) -> list[str]:
     lines.append(f"confidence set for the best ({len(result['confidence_set'])} of {result['n_points']}; "
                  f"{result['confidence_method']}):")
     for p in result["confidence_set"]:
+        se = f" ± {p['se']:.2f}" if p.get("se") is not None else " (s.e. unknown)"
+        cost = f", {p['measured_flops_factor']:.2f}x FLOPs" if p.get("measured_flops_factor") else ""
         lines.append(f"  alpha={p['alpha']:.3g} beta={p['beta']:.3g} gamma={p['gamma']:.3g}: top-1 "
-                     f"{p['mean']:.2f} ± {p['se']:.2f} ({p['seeds']} seeds), "
-                     f"{p['measured_flops_factor']:.2f}x FLOPs" if p.get("measured_flops_factor") else
-                     f"  alpha={p['alpha']:.3g} beta={p['beta']:.3g} gamma={p['gamma']:.3g}: top-1 "
-                     f"{p['mean']:.2f} ± {p['se']:.2f} ({p['seeds']} seeds)")
+                     f"{p['mean']:.2f}{se} ({p['seeds']} seeds){cost}")
     sel = result["selected"]
     lines.append(f"selected ({sel['rule']}): alpha={sel['alpha']:.3g} beta={sel['beta']:.3g} gamma={sel['gamma']:.3g}"
                  f"; ranges over the set: alpha {result['alpha_ci']}, beta {result['beta_ci']}, "

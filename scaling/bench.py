@@ -131,6 +131,36 @@ def gemm_peak(threads: int, n: int = 1024, reps: int = 20) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - tic)
 
 
+CATEGORIES = (  # substring of a profiler op name -> what a step spends it on
+    ("convolution", "convolutions (incl. depthwise)"), ("conv", "convolutions (incl. depthwise)"),
+    ("batch_norm", "batch norm"), ("_foreach", "optimizer"), ("sgd", "optimizer"),
+    ("silu", "activations"), ("sigmoid", "activations"), ("relu", "activations"),
+    ("addmm", "linear / matmul"), ("mm", "linear / matmul"), ("loss", "loss"), ("log_softmax", "loss"),
+)
+
+
+def profile_step(batch: int, steps: int = 6) -> list[tuple[str, float]]:
+    """Where one thread's trial step spends its time (torch.profiler self CPU time), as shares."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.set_num_threads(1)
+    base, px, chans = demo_model()
+    loops, x, y = _steps(base, px, chans, batch, "cpu")
+    step = loops["trial"]
+    for _ in range(3):
+        step(x, y)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step(x, y)
+    shares: dict[str, float] = {}
+    for ev in prof.key_averages():
+        name = ev.key.lower()
+        what = next((label for needle, label in CATEGORIES if needle in name), "other (copies, adds, reshapes)")
+        shares[what] = shares.get(what, 0.0) + ev.self_cpu_time_total
+    total = sum(shares.values()) or 1.0
+    return sorted(((k, v / total) for k, v in shares.items()), key=lambda kv: -kv[1])
+
+
 def trial_overhead() -> dict:
     """One quick CPU-preset trial in a child process: start-up seconds, wall time and peak RSS."""
     with tempfile.TemporaryDirectory() as out:
@@ -187,6 +217,9 @@ def main() -> None:
               f"{r['trial_ips'] / r['plain_ips']:.2f}x plain)")
         if threads == cores:
             plain_all, flops = r["plain_ips"], r["flops"]
+    print("where a one-thread trial step's time goes (torch.profiler, self CPU time):")
+    for what, share in profile_step(args.batch):
+        print(f"  {what:32s} {share:6.1%}")
     wide = machine_wide(args.batch, cores)
     print(f"machine-wide, the demo's layout ({cores} one-thread trial steps in {cores} processes): {wide:.0f} images/s"
           f" = {wide / plain_all:.2f}x the plain loop on all {cores} cores")

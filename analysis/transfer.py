@@ -291,12 +291,9 @@ def figure(t: pd.DataFrame, out_dir: Path, name: str = "transfer_fig8") -> list[
     ax.set_title("Scaling strategies from one baseline (paper Fig. 8): mean ± s.e. over seeds", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
-    for p in paths:
-        fig.savefig(p, dpi=150, bbox_inches="tight")
-    plt.close(fig)
-    return paths
+    from analysis.plots import save
+
+    return save(fig, out_dir, name)
 
 
 def transfer_report(df: pd.DataFrame, out_dir: str | Path, native_size: int | None = None) -> dict:

@@ -97,15 +97,21 @@ def step_throughput(batch: int, steps: int, rounds: int, device: str = "cpu", fu
     return {"px": px, "batch": batch, "flops": flops, **{f"{k}_ips": v for k, v in med.items()}}
 
 
-def _worker(args) -> float:
-    """One process, one thread: trial-step images/s for `seconds` (the demo's per-slot layout)."""
-    batch, seconds = args
+def _warm_trial_step(batch: int):
+    """The demo model's trial step on one thread, warmed up; and its batch."""
     torch.set_num_threads(1)
     base, px, chans = demo_model()
     loops, x, y = _steps(base, px, chans, batch, "cpu")
     step = loops["trial"]
     for _ in range(3):
         step(x, y)
+    return step, x, y
+
+
+def _worker(args) -> float:
+    """One process, one thread: trial-step images/s for `seconds` (the demo's per-slot layout)."""
+    batch, seconds = args
+    step, x, y = _warm_trial_step(batch)
     n, tic = 0, time.perf_counter()
     while time.perf_counter() - tic < seconds:
         step(x, y)
@@ -143,12 +149,7 @@ def profile_step(batch: int, steps: int = 6) -> list[tuple[str, float]]:
     """Where one thread's trial step spends its time (torch.profiler self CPU time), as shares."""
     from torch.profiler import ProfilerActivity, profile
 
-    torch.set_num_threads(1)
-    base, px, chans = demo_model()
-    loops, x, y = _steps(base, px, chans, batch, "cpu")
-    step = loops["trial"]
-    for _ in range(3):
-        step(x, y)
+    step, x, y = _warm_trial_step(batch)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             step(x, y)

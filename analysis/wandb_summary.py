@@ -44,4 +44,7 @@ def log_summary(df: pd.DataFrame, figures: list[Path], fit: dict | None, *, proj
     run.summary["n_trials"] = len(df)
     out = run.dir
     run.finish()
+    # finish() only informs the W&B service; its run file is flushed when the stream closes, later.
+    # Tear the service down so the file on disk is complete when this returns.
+    wandb.teardown()
     return str(Path(out).parent)

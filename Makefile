@@ -32,8 +32,8 @@ RESOLUTIONS := 1.2,1.4
 PHIS := 0,1,2
 TRANSFER_PHIS := 2
 RACE_SEEDS := 3
-STAR_SEEDS := 0# one seed per single-dimension level keeps make transfer near 30 min here; 0,1 for intervals
-PHI1 ?=# set PHI1=1 to add phi = 1 points (one seed) to the Figure 8 analogue
+STAR_SEEDS := 0# seeds of the star sweep's φ = 1 levels (its φ = 2 levels are the transfer's, all seeds)
+PHI1 ?=# set PHI1=1 to add the compound strategies at φ = 1 (one seed) to the Figure 8 analogue
 TABLE3_MODELS := mobilenetv2_cpu,resnet18_cpu
 SEEDS := 0,1,2
 endif
@@ -51,11 +51,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]' --config-settings editable_mode=compat
 	touch $@
 
-install: $(VENV)/.installed  ## create .venv with every dependency, and the Fashion-MNIST files where apt is available
+install: $(VENV)/.installed  ## create .venv with every dependency; Fashion-MNIST files and tcmalloc where apt is available
 	@if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ -z "$$FASHION_MNIST_DIR" ]; then \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	    (apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null; \
 	  else echo "note: no Fashion-MNIST files; run 'sudo apt-get install dataset-fashion-mnist', set FASHION_MNIST_DIR, or use data.download=true"; fi; fi
+	@if ! ls /usr/lib/*/libtcmalloc_minimal.so.4 >/dev/null 2>&1 && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get install -y -qq libtcmalloc-minimal4 || (apt-get update -qq && apt-get install -y -qq libtcmalloc-minimal4)) >/dev/null \
+	  || echo "note: no tcmalloc; local trials use the default malloc (about 5-9% slower)"; fi
 
 slurm-up:  ## start a one-node SLURM cluster here (munge, slurmctld, slurmd, slurmdbd + MariaDB); needs root
 	bash .ci/slurm-up.sh
@@ -84,23 +87,28 @@ demo: install  ## the main job: race the φ=1 grid on the calm recipe; confidenc
 TRANSFER := $(REPORTS)/transfer
 comma := ,
 SEARCH = hydra.searchpath=[file://$(abspath $(TRANSFER))/conf]
-STRATEGIES := selected,paper,uniform,star,depth,width,resolution
+TRANSFER_RUN = $(RUN) +sweep=transfer '$(SEARCH)'
+at_phi = $(shell echo $(1) | sed 's/\([a-z]*\)/\1_phi$(2)/g')
+STRATEGY_FILES = $(PY) -m scaling.transfer --fit $(REPORTS)/demo/fit.json --phi 1,$(TRANSFER_PHIS) --out $(TRANSFER)/conf
 transfer: install  ## after demo: do the chosen coefficients beat single dimensions at equal measured cost? -> reports/transfer
 	@test -f $(REPORTS)/demo/fit.json || { echo "error: $(REPORTS)/demo/fit.json not found; run 'make demo' first" >&2; exit 2; }
 	@date +"transfer started %T"
-	-$(RUN) +sweep=baseline seed=$(SEEDS)
-	-$(RUN) +sweep=depth scaling.depth=$(DEPTHS) seed=$(STAR_SEEDS)
-	-$(RUN) +sweep=width scaling.width=$(WIDTHS) seed=$(STAR_SEEDS)
-	-$(RUN) +sweep=resolution scaling.resolution=$(RESOLUTIONS) seed=$(STAR_SEEDS)
 	mkdir -p $(TRANSFER)
-	$(PY) -m analysis.star $(S)/baseline $(S)/depth $(S)/width $(S)/resolution > $(TRANSFER)/star.json
-	$(PY) -m scaling.transfer --fit $(REPORTS)/demo/fit.json --star $(TRANSFER)/star.json --phi 1,$(TRANSFER_PHIS) \
-	  --out $(TRANSFER)/conf $(STUDY)
+	$(STRATEGY_FILES) $(STUDY)
+	@# the star sweep's lower levels: cost-matched single dimensions at φ = 1
+	-$(TRANSFER_RUN) seed=$(STAR_SEEDS) +transfer=$(call at_phi,depth$(comma)width$(comma)resolution,1)
+	@# the baseline, and the cost-matched single dimensions at each φ (also the star sweep's upper levels)
 	for phi in $(subst $(comma), ,$(TRANSFER_PHIS)); do \
-	  $(RUN) +sweep=transfer '$(SEARCH)' seed=$(SEEDS) +transfer=$$(echo $(STRATEGIES) | sed "s/\([a-z]*\)/\1_phi$$phi/g") \
+	  $(TRANSFER_RUN) seed=$(SEEDS) +transfer=baseline_phi0,$$(echo depth,width,resolution | sed "s/\([a-z]*\)/\1_phi$$phi/g") \
 	  || echo "some transfer trials failed (phi=$$phi); the report uses the rest"; done
-	$(if $(PHI1),-$(RUN) +sweep=transfer '$(SEARCH)' seed=0 +transfer=$(shell echo $(STRATEGIES) | sed 's/\([a-z]*\)/\1_phi1/g'))
-	$(PY) -m analysis.transfer $(S)/transfer $(S)/baseline --out $(TRANSFER)
+	$(PY) -m analysis.star $(S)/transfer > $(TRANSFER)/star.json
+	$(STRATEGY_FILES) --star $(TRANSFER)/star.json $(STUDY)
+	@# the compound strategies, the star sweep's prediction among them
+	for phi in $(subst $(comma), ,$(TRANSFER_PHIS)); do \
+	  $(TRANSFER_RUN) seed=$(SEEDS) +transfer=$$(echo selected,paper,uniform,star | sed "s/\([a-z]*\)/\1_phi$$phi/g") \
+	  || echo "some transfer trials failed (phi=$$phi); the report uses the rest"; done
+	$(if $(PHI1),-$(TRANSFER_RUN) seed=0 +transfer=$(call at_phi,selected$(comma)paper$(comma)uniform$(comma)star,1))
+	$(PY) -m analysis.transfer $(S)/transfer --out $(TRANSFER)
 	@date +"transfer finished %T"
 
 fig3: install  ## paper Fig. 3: depth, width, resolution scaled one at a time -> reports/fig3

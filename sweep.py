@@ -97,6 +97,12 @@ def check_launcher_keys(args: list[str]) -> None:
             print(f"error: {key} is not a setting of hydra/launcher={chosen[-1]}; allowed: {', '.join(allowed)}",
                   file=sys.stderr)
             sys.exit(2)
+        if key == "hydra.launcher.allocator":
+            try:
+                launchers.allocator_library(a.split("=", 1)[1])
+            except ValueError as err:
+                print(f"error: {err}", file=sys.stderr)
+                sys.exit(2)
 
 
 def cli() -> None:

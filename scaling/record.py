@@ -24,7 +24,7 @@ FIELDS = (
     "nominal_flops_factor", "measured_flops_factor", "base_flops",
     "seed", "epochs", "epochs_run", "train_images", "val_images", "top1", "score_split", "score_images",
     "history", "train_seconds", "train_images_per_second", "startup_seconds", "score_seconds",
-    "job_seconds", "device", "threads",
+    "job_seconds", "device", "threads", "allocator",
     "host", "pid", "slurm_job_id", "started", "finished",
     "model_config", "data_config", "train_config", "scaling_config",
 )

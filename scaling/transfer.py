@@ -8,7 +8,10 @@ For each φ it writes `<out>/transfer/<strategy>_phi<φ>.yaml`, selected with
 - selected: the fit's selected point (read through `scaling.from_fit`, so the record keeps the file);
 - paper: (1.2, 1.1, 1.15); uniform: α = β² = γ² = 2^(1/3); star: analysis.star's prediction;
 - depth, width, resolution: single-dimension models whose FLOPs, counted on the built network
-  (scaling/matching.py), match the selected model at the same φ within ±5%, or the nearest.
+  (scaling/matching.py), match the selected model at the same φ within ±5%, or the nearest;
+- baseline (`baseline_phi0`): the unscaled model, where every strategy's curve starts.
+The single-dimension models at φ = 1 and 2 are also the star sweep's levels (analysis.star), so
+`make transfer` trains them once for both.
 The baseline and model come from the same overrides the sweep gets (e.g. train=demo, +preset=paper).
 """
 
@@ -65,7 +68,9 @@ def write(fit_file: str, star_file: str | None, phis: list[float], out: Path, ov
                                            cfg.data.resolution, cfg.data.resolution_multiple, in_chans, classes, small)
     folder = Path(out) / "transfer"
     folder.mkdir(parents=True, exist_ok=True)
-    written = []
+    written = [folder / "baseline_phi0.yaml"]
+    written[0].write_text(_yaml("baseline", 0, {"depth": 1.0, "width": 1.0, "resolution": 1.0},
+                                "the unscaled baseline, phi = 0"))
     for phi in phis:
         for name, ((a, b, g), note) in compounds.items():
             values = {"from_fit": str(Path(fit_file).resolve())} if name == "selected" else \

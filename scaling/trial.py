@@ -266,7 +266,8 @@ def run(cfg, trial_dir: Path, planned: Planned, started: float | None = None) ->
         torch.manual_seed(cfg.seed)
         data = datasets.load(cfg.data, cfg.paths.data_dir)
         built, px = build_scaled(cfg, _multipliers(p), data.in_chans, data.num_classes)
-        rec.update(threads=threads)
+        preloaded = os.environ.get("LD_PRELOAD", "")
+        rec.update(threads=threads, allocator="tcmalloc" if "tcmalloc" in preloaded else "default")
         log.info("%s d=%.3f w=%.3f r=%.3f -> %d px, depths %s, widths %s, %.2fM params, %.1fM MACs",
                  cfg.model.name, p["depth_mult"], p["width_mult"], p["resolution_mult"], px, built.stage_depths,
                  built.stage_widths, rec["params"] / 1e6, rec["flops"] / 1e6)

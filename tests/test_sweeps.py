@@ -12,6 +12,7 @@ from conftest import ROOT, plan_lines, records, sweep, trial_dirs
 
 from analysis.collect import collect
 from analysis.plots import ok
+from hydra_plugins.compound_scaling import launchers
 from scaling.coefficients import flops_factor
 
 pytestmark = pytest.mark.slow
@@ -126,6 +127,16 @@ def test_warm_workers_run_trial_after_trial_and_survive_a_killed_worker(out):
     pids = {r["pid"] for r in recs.values()}
     assert len(pids) < len(recs) and owner not in pids  # trials shared processes; the killed one is gone
     assert not (out / "sweeps/adhoc/.submitit").exists()
+    # the local launcher preloads tcmalloc where it is installed (.ci/run installs it); the record says so
+    tcmalloc = launchers.allocator_library("tcmalloc") is not None
+    assert {r["allocator"] for r in recs.values()} == {"tcmalloc" if tcmalloc else "default"}
+
+
+def test_launcher_allocator_rejects_unknown_values():
+    args = ["-m", "hydra/launcher=local", "hydra.launcher.allocator=jemalloc"]
+    proc = subprocess.run([sys.executable, "sweep.py", *args], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: hydra.launcher.allocator='jemalloc'; allowed: tcmalloc, default"
 
 
 def test_killed_sweep_resumes_without_redoing_anything(out):

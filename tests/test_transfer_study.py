@@ -23,19 +23,24 @@ def test_transfer_study_end_to_end(out, tmp_path):
     subprocess.run([sys.executable, "-m", "scaling.transfer", "--fit", str(fit), "--phi", "2", "--out", str(conf),
                     "train=quick"], cwd=ROOT, check=True, capture_output=True, text=True)
     names = sorted(p.stem for p in (conf / "transfer").glob("*.yaml"))
-    assert names == sorted(f"{s}_phi2" for s in ("selected", "paper", "uniform", "depth", "width", "resolution"))
+    assert names == sorted(["baseline_phi0"] + [f"{s}_phi2" for s in ("selected", "paper", "uniform", "depth",
+                                                                       "width", "resolution")])
     sweep("-m", "+sweep=transfer", f"hydra.searchpath=[file://{conf}]", "seed=0",
           "+transfer=" + ",".join(names), *TINY, out=out)
-    sweep("-m", "+sweep=baseline", "seed=0", *TINY, out=out)
     recs = {r["strategy"]: r for r in records(out / "sweeps/transfer").values()}
-    assert set(recs) == {"selected", "paper", "uniform", "depth", "width", "resolution"}
+    assert set(recs) == {"baseline", "selected", "paper", "uniform", "depth", "width", "resolution"}
+    assert recs["baseline"]["method"] == "baseline" and recs["baseline"]["flops"] == recs["depth"]["base_flops"]
+    star = subprocess.run([sys.executable, "-m", "analysis.star", str(out / "sweeps/transfer")], cwd=ROOT,
+                          capture_output=True, text=True)  # the single dimensions are the star sweep's levels
+    assert star.returncode == 0, star.stderr
+    assert json.loads(star.stdout)["n_trials"] == 4  # the baseline and one level per dimension, not the compounds
     sel = recs["selected"]  # from_fit round trip: the fit file's coefficients are the trial's
     assert (sel["alpha"], sel["beta"], sel["gamma"], sel["phi"]) == (1.0, 1.1, 1.2856, 2.0)
     assert sel["coefficients_source"] == str(fit.resolve())
     for dim in ("depth", "width", "resolution"):  # cost-matched by measurement, or the mismatch is shown
         assert recs[dim]["method"] == dim
     proc = subprocess.run([sys.executable, "-m", "analysis.transfer", str(out / "sweeps/transfer"),
-                           str(out / "sweeps/baseline"), "--out", str(tmp_path / "report")],
+                           "--out", str(tmp_path / "report")],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     table = pd.read_csv(tmp_path / "report/transfer_table.csv")

@@ -33,7 +33,7 @@ PHIS := 0,1,2
 TRANSFER_PHIS := 2
 RACE_SEEDS := 3
 STAR_SEEDS := 0# seeds of the star sweep's φ = 1 levels (its φ = 2 levels are the transfer's, all seeds)
-PHI1 ?=# set PHI1=1 to add the compound strategies at φ = 1 (one seed) to the Figure 8 analogue
+PHI1 ?=# set PHI1=1 to add the compound strategies at φ = 1 (STAR_SEEDS) to the Figure 8 analogue
 TABLE3_MODELS := mobilenetv2_cpu,resnet18_cpu
 SEEDS := 0,1,2
 endif
@@ -86,28 +86,26 @@ demo: install  ## the main job: race the φ=1 grid on the calm recipe; confidenc
 
 TRANSFER := $(REPORTS)/transfer
 comma := ,
+space := $(subst ,, )
+commas = $(subst $(space),$(comma),$(strip $(1)))
 SEARCH = hydra.searchpath=[file://$(abspath $(TRANSFER))/conf]
-TRANSFER_RUN = $(RUN) +sweep=transfer '$(SEARCH)'
-at_phi = $(shell echo $(1) | sed 's/\([a-z]*\)/\1_phi$(2)/g')
-STRATEGY_FILES = $(PY) -m scaling.transfer --fit $(REPORTS)/demo/fit.json --phi 1,$(TRANSFER_PHIS) --out $(TRANSFER)/conf
+TRANSFER_RUN = $(RUN) +sweep=transfer '$(SEARCH)' seed=$(SEEDS)
+TARGET_PHIS := $(subst $(comma), ,$(TRANSFER_PHIS))
+# the cost-matched single dimensions: at φ = 1 (STAR_SEEDS only) the star sweep's lower levels; at each
+# target φ the table's rows and the star sweep's upper levels
+SINGLES := baseline_phi0 $(foreach p,1 $(TARGET_PHIS),depth_phi$(p) width_phi$(p) resolution_phi$(p))
+COMPOUNDS := $(foreach p,$(if $(PHI1),1) $(TARGET_PHIS),selected_phi$(p) paper_phi$(p) uniform_phi$(p) star_phi$(p))
+STRATEGY_FILES = $(PY) -m scaling.transfer --fit $(REPORTS)/demo/fit.json --phi 1,$(TRANSFER_PHIS) \
+  --only-seeds 1:$(STAR_SEEDS) --out $(TRANSFER)/conf
 transfer: install  ## after demo: do the chosen coefficients beat single dimensions at equal measured cost? -> reports/transfer
 	@test -f $(REPORTS)/demo/fit.json || { echo "error: $(REPORTS)/demo/fit.json not found; run 'make demo' first" >&2; exit 2; }
 	@date +"transfer started %T"
 	mkdir -p $(TRANSFER)
 	$(STRATEGY_FILES) $(STUDY)
-	@# the star sweep's lower levels: cost-matched single dimensions at φ = 1
-	-$(TRANSFER_RUN) seed=$(STAR_SEEDS) +transfer=$(call at_phi,depth$(comma)width$(comma)resolution,1)
-	@# the baseline, and the cost-matched single dimensions at each φ (also the star sweep's upper levels)
-	for phi in $(subst $(comma), ,$(TRANSFER_PHIS)); do \
-	  $(TRANSFER_RUN) seed=$(SEEDS) +transfer=baseline_phi0,$$(echo depth,width,resolution | sed "s/\([a-z]*\)/\1_phi$$phi/g") \
-	  || echo "some transfer trials failed (phi=$$phi); the report uses the rest"; done
+	-$(TRANSFER_RUN) +transfer=$(call commas,$(SINGLES))
 	$(PY) -m analysis.star $(S)/transfer > $(TRANSFER)/star.json
 	$(STRATEGY_FILES) --star $(TRANSFER)/star.json $(STUDY)
-	@# the compound strategies, the star sweep's prediction among them
-	for phi in $(subst $(comma), ,$(TRANSFER_PHIS)); do \
-	  $(TRANSFER_RUN) seed=$(SEEDS) +transfer=$$(echo selected,paper,uniform,star | sed "s/\([a-z]*\)/\1_phi$$phi/g") \
-	  || echo "some transfer trials failed (phi=$$phi); the report uses the rest"; done
-	$(if $(PHI1),-$(TRANSFER_RUN) seed=0 +transfer=$(call at_phi,selected$(comma)paper$(comma)uniform$(comma)star,1))
+	-$(TRANSFER_RUN) +transfer=$(call commas,$(COMPOUNDS))
 	$(PY) -m analysis.transfer $(S)/transfer --out $(TRANSFER)
 	@date +"transfer finished %T"
 

@@ -63,6 +63,9 @@ def main(cfg: DictConfig) -> dict:
     if planned.status == "dropped" and not sweeping:
         print(f"error: {planned.reason}", file=sys.stderr, flush=True)
         sys.exit(2)
+    if planned.status == "skipped":  # only_seeds leaves this seed out: nothing to train
+        print(f"skip: {planned.reason}", flush=True)
+        return {"status": "skipped", "reason": planned.reason}
     if not sweeping or trial_dir.name != planned.dirname:  # single runs, or a sweeper that did not plan
         trial_dir = Path(cfg.paths.output_dir) / ("sweeps" if sweeping else "runs") / cfg.name / planned.dirname
         if record.is_done(trial_dir):

@@ -119,9 +119,12 @@ def _worker(args) -> float:
     return n / (time.perf_counter() - tic)
 
 
-def machine_wide(batch: int, slots: int, seconds: float = 20.0) -> float:
-    """Summed images/s of `slots` concurrent one-thread trial steps."""
-    with mp.get_context("spawn").Pool(slots) as pool:
+def machine_wide(batch: int, slots: int, seconds: float = 20.0, allocator: str = "default") -> float:
+    """Summed images/s of `slots` concurrent one-thread trial steps, in processes that preload
+    `allocator` as the local launcher's trial processes do (tcmalloc) or not (default)."""
+    from hydra_plugins.compound_scaling.launchers import _Preload, allocator_library
+
+    with _Preload(allocator_library(allocator)), mp.get_context("spawn").Pool(slots) as pool:
         return sum(pool.map(_worker, [(batch, seconds)] * slots))
 
 
@@ -192,9 +195,14 @@ def demo_fractions(sweep_dir: Path) -> dict | None:
     wall = sum(run["finished_s"] - run["started_s"] for run in runs)
     slots = max(run.get("slots") or 1 for run in runs)
     spent = sum(r.get("job_seconds") or 0 for r in recs)
+    scoring = sum(r.get("score_seconds") or 0 for r in recs)
+    outside = spent - sum(r["train_seconds"] for r in recs)
     return {"trials": len(recs), "wall": wall, "slots": slots, "train": train,
             "training_fraction": train / (wall * slots) if wall else None,
-            "overhead_share": 1 - sum(r["train_seconds"] for r in recs) / spent if spent else None}
+            "overhead_share": outside / spent if spent else None,  # everything outside training
+            "scoring_share": scoring / spent if spent else None,  # the one pass over the scoring set
+            "fixed_share": (outside - scoring) / spent if spent else None,  # start-up, data, monitor, checkpoints
+            "allocators": sorted({r.get("allocator") or "default" for r in recs})}
 
 
 def main() -> None:
@@ -221,9 +229,15 @@ def main() -> None:
     print("where a one-thread trial step's time goes (torch.profiler, self CPU time):")
     for what, share in profile_step(args.batch):
         print(f"  {what:32s} {share:6.1%}")
-    wide = machine_wide(args.batch, cores)
-    print(f"machine-wide, the demo's layout ({cores} one-thread trial steps in {cores} processes): {wide:.0f} images/s"
-          f" = {wide / plain_all:.2f}x the plain loop on all {cores} cores")
+    from hydra_plugins.compound_scaling.launchers import allocator_library
+
+    layouts = {"default": machine_wide(args.batch, cores)}
+    if allocator_library("tcmalloc"):
+        layouts["tcmalloc"] = machine_wide(args.batch, cores, allocator="tcmalloc")
+    for allocator, ips in layouts.items():
+        print(f"machine-wide, the demo's layout ({cores} one-thread trial steps in {cores} processes, {allocator} "
+              f"malloc): {ips:.0f} images/s = {ips / plain_all:.2f}x the plain loop on all {cores} cores")
+    wide = max(layouts.values())
     peak = gemm_peak(cores)
     achieved = wide * flops * 2 * 3  # multiply-adds -> FLOPs, forward + backward ~ 3x forward
     print(f"fp32 GEMM peak (torch.matmul 1024^2, {cores} threads): {peak / 1e9:.1f} GFLOP/s; the demo layout "
@@ -235,9 +249,11 @@ def main() -> None:
     print(f"  peak resident memory       : {over['peak_rss_gib']:8.2f} GiB")
     demo = demo_fractions(ROOT / args.demo)
     if demo:
-        print(f"last make demo ({demo['trials']} trials, {demo['slots']} slots, {demo['wall']:.0f} s of sweeps): "
-              f"training fraction {demo['training_fraction']:.0%}; fixed overhead per trial "
-              f"{demo['overhead_share']:.0%} of its wall time")
+        print(f"last make demo ({demo['trials']} trials, {demo['slots']} slots, {demo['wall']:.0f} s of sweeps, "
+              f"{'/'.join(demo['allocators'])} malloc): training fraction {demo['training_fraction']:.0%}; outside "
+              f"training {demo['overhead_share']:.0%} of a trial's wall time = scoring once on the test set "
+              f"{demo['scoring_share']:.0%} + fixed overhead {demo['fixed_share']:.0%} (start-up, data, per-epoch "
+              "monitor, checkpoints)")
     else:
         print(f"last make demo: no timing in {args.demo} (run make demo first)")
     if torch.cuda.is_available():

@@ -118,6 +118,8 @@ class Config:
     kind: str = runtime("adhoc")  # study kind: W&B job type (compound_grid, depth, ...)
     strategy: str | None = runtime(None)  # label of a transfer-study row (selected, paper, depth, ...)
     seed: int = 0  # model init and data order; shared across grid points so comparisons pair
+    only_seeds: list[int] | None = runtime(None)  # a point whose seed is not listed is skipped (e.g. a
+    # transfer strategy that needs one seed inside a seed=0,1,2 sweep); null: every seed runs
     paths: PathsConfig = runtime(factory=PathsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)

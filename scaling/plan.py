@@ -29,7 +29,7 @@ class Planned:
     """One grid point of a study: what it resolves to, and whether and where it runs."""
 
     point: dict[str, Any]  # the requested coefficients and seed: alpha, beta, gamma, phi, seed, method, d, w, r
-    status: str = "run"  # run | shared (same trial as an earlier point) | dropped
+    status: str = "run"  # run | shared (same trial as an earlier point) | skipped (only_seeds) | dropped
     reason: str | None = None  # why dropped, or which point it shares
     dirname: str | None = None  # trial folder name: readable part + trial_id
     ids: dict[str, str] = field(default_factory=dict)  # recipe, arch, trial_id
@@ -141,6 +141,10 @@ class Planner:
             planned.status, planned.reason = "dropped", str(err)
             return planned
         planned.network, planned.flops, planned.activations = network, cx.flops, cx.activations
+        if cfg.get("only_seeds") is not None and cfg.seed not in cfg.only_seeds:
+            planned.status = "skipped"
+            planned.reason = f"seed {cfg.seed} is not in only_seeds {list(cfg.only_seeds)}"
+            return planned
         planned.base_flops = base.flops
         resolved = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
                     for k, v in cfg.items() if k != "hydra"}
@@ -220,8 +224,8 @@ def describe(points: list[Planned]) -> str:
         q, n = p.point, p.network
         head = " ".join(f"{_fmt(q.get(k)):>{w}}" for k, w in (("alpha", 6), ("beta", 6), ("gamma", 6),
                                                                ("phi", 4), ("seed", 4)))
-        if p.status == "dropped":
-            lines.append(f"{head}  dropped: {p.reason}")
+        if p.status in ("dropped", "skipped"):
+            lines.append(f"{head}  {p.status}: {p.reason}")
             continue
         ratio = p.measured_flops_factor
         body = f"{n['resolution']:>3} {ratio if ratio is not None else math.nan:>7.2f}  " \
@@ -231,7 +235,9 @@ def describe(points: list[Planned]) -> str:
     runs = sum(p.status == "run" for p in points)
     shared = sum(p.status == "shared" for p in points)
     dropped = sum(p.status == "dropped" for p in points)
+    skipped = sum(p.status == "skipped" for p in points)
     lines.append(f"plan: {len(points)} points -> {runs} trials to run"
                  + (f", {shared} share a network with another point" if shared else "")
+                 + (f", {skipped} skipped (only_seeds)" if skipped else "")
                  + (f", {dropped} dropped" if dropped else ""))
     return "\n".join(lines)

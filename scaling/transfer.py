@@ -33,9 +33,12 @@ PAPER = (1.2, 1.1, 1.15)  # EfficientNet §4, B0
 UNIFORM = (2 ** (1 / 3), 2 ** (1 / 6), 2 ** (1 / 6))  # α = β² = γ² = 2^(1/3)
 
 
-def _yaml(strategy: str, phi: float, scaling: dict, note: str) -> str:
+def _yaml(strategy: str, phi: float, scaling: dict, note: str, only_seeds: list[int] | None = None) -> str:
     lines = ["# @package _global_", f"# transfer study: {note} (written by scaling/transfer.py)",
-             f"strategy: {strategy}", "scaling:", f"  phi: {phi:g}"]
+             f"strategy: {strategy}"]
+    if only_seeds is not None:
+        lines.append(f"only_seeds: {list(only_seeds)}  # other seeds of a sweep skip this strategy")
+    lines += ["scaling:", f"  phi: {phi:g}"]
     lines += [f"  {k}: {v if isinstance(v, str) else f'{v:.6g}'}" for k, v in scaling.items()]
     return "\n".join(lines) + "\n"
 
@@ -50,8 +53,10 @@ def star_coefficients(path: str) -> tuple[float, float, float]:
                            "allowed: the JSON printed by python -m analysis.star") from None
 
 
-def write(fit_file: str, star_file: str | None, phis: list[float], out: Path, overrides: list[str]) -> list[Path]:
-    """Write every strategy file; return their paths."""
+def write(fit_file: str, star_file: str | None, phis: list[float], out: Path, overrides: list[str],
+          only_seeds: dict[float, list[int]] | None = None) -> list[Path]:
+    """Write every strategy file; return their paths. `only_seeds`: φ -> the seeds its strategies run."""
+    only_seeds = only_seeds or {}
     config.register()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose("config", overrides=overrides)
@@ -76,7 +81,7 @@ def write(fit_file: str, star_file: str | None, phis: list[float], out: Path, ov
             values = {"from_fit": str(Path(fit_file).resolve())} if name == "selected" else \
                 {"alpha": a, "beta": b, "gamma": g}
             written.append(folder / f"{name}_phi{phi:g}.yaml")
-            written[-1].write_text(_yaml(name, phi, values, f"{note}, phi = {phi:g}"))
+            written[-1].write_text(_yaml(name, phi, values, f"{note}, phi = {phi:g}", only_seeds.get(phi)))
         target, found = matching.match_compound(counter, *selected, phi, base_resolution=cfg.data.resolution,
                                                 resolution_multiple=cfg.data.resolution_multiple)
         for dim, m in found.items():
@@ -87,9 +92,21 @@ def write(fit_file: str, star_file: str | None, phis: list[float], out: Path, ov
                 values[dim] = m.px / cfg.data.resolution
                 assert round_resolution(cfg.data.resolution, values[dim], cfg.data.resolution_multiple) == m.px
             written.append(folder / f"{dim}_phi{phi:g}.yaml")
-            written[-1].write_text(_yaml(dim, phi, values, note))
+            written[-1].write_text(_yaml(dim, phi, values, note, only_seeds.get(phi)))
             print(f"phi={phi:g} {note}")
     return written
+
+
+def parse_only_seeds(items: list[str]) -> dict[float, list[int]]:
+    """['1:0', '3:0,1'] -> {1.0: [0], 3.0: [0, 1]}."""
+    out = {}
+    for item in items:
+        try:
+            phi, seeds = item.split(":", 1)
+            out[float(phi)] = [int(x) for x in seeds.split(",")]
+        except ValueError:
+            raise ScalingError(f"--only-seeds {item}: allowed: PHI:SEEDS, e.g. 1:0 or 1:0,1,2") from None
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -99,10 +116,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--star", help="analysis.star's prediction (JSON)")
     ap.add_argument("--phi", default="2", help="comma-separated phi values")
     ap.add_argument("--out", required=True, help="folder for the config group transfer/")
+    ap.add_argument("--only-seeds", action="append", default=[], metavar="PHI:SEEDS",
+                    help="strategies at this phi run only these seeds of a sweep, e.g. 1:0 (repeatable)")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides of the sweep (model, data, train, preset)")
     args = ap.parse_args(argv)
     try:
-        files = write(args.fit, args.star, [float(p) for p in args.phi.split(",")], Path(args.out), args.overrides)
+        files = write(args.fit, args.star, [float(p) for p in args.phi.split(",")], Path(args.out), args.overrides,
+                      parse_only_seeds(args.only_seeds))
     except ScalingError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -33,7 +33,7 @@ def test_runtime_values_are_marked_once_in_the_schema():
     assert marked == {"data.root", "data.download", "data.num_workers", "train.device", "train.threads",
                       "train.progress", "train.checkpoint"}
     top = {f.name for f in dataclasses.fields(config.Config) if f.metadata.get(config.IDENTITY) is False}
-    assert top == {"name", "kind", "strategy", "paths", "logger"}
+    assert top == {"name", "kind", "strategy", "only_seeds", "paths", "logger"}
 
 
 @pytest.mark.parametrize("change, same", [
@@ -64,6 +64,16 @@ def test_points_that_build_the_same_network_are_one_trial():
     assert points[2].point["alpha"] == 1.3  # the point keeps its own coefficients
     text = plan.describe(points)
     assert "3 points -> 2 trials to run, 1 share a network" in text and "same network as" in text
+
+
+def test_only_seeds_skips_other_seeds_without_changing_identity():
+    """A transfer strategy that needs one seed inside a seed=0,1,2 sweep (the star sweep's φ = 1 levels)."""
+    kept, skipped = _plan("seed=0", "+only_seeds=[0]"), _plan("seed=1", "+only_seeds=[0]")
+    assert kept.status == "run" and kept.ids == _plan("seed=0").ids  # a scheduling filter, not the trial
+    assert skipped.status == "skipped" and skipped.reason == "seed 1 is not in only_seeds [0]"
+    assert skipped.dirname is None
+    text = plan.describe(plan.dedupe([kept, skipped]))
+    assert "1 trials to run, 1 skipped (only_seeds)" in text and "skipped: seed 1 is not in only_seeds [0]" in text
 
 
 def test_off_constraint_points_are_dropped_with_their_reason():

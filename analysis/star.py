@@ -240,6 +240,10 @@ def predict(df: pd.DataFrame, target: float = 2.0, n_boot: int = 500, seed: int 
     elif max(levels.values()) == 2:
         notes.append("two levels per dimension: each curve passes through its level means, so its shape is "
                      "not tested")
+    per_level = rows[rows["method"] != "baseline"].groupby(["method", rows["t"].round(9)])["seed"].nunique()
+    if seeds >= 2 and per_level.min() < per_level.max():
+        notes.append(f"levels have unequal seeds ({per_level.min()} to {per_level.max()}): a resample that leaves "
+                     "out a level's seeds fits that dimension with fewer levels (a straight line)")
     if seeds < 2:
         notes.append("1 seed: no bootstrap interval")
     else:

@@ -39,10 +39,16 @@ def plan_lines(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (Path(folder) / "plan.jsonl").read_text().splitlines() if line.strip()]
 
 
-def trial_dirs(folder: Path) -> list[Path]:
-    """The planned trial folders of a sweep, in plan order, each once."""
+def trial_dirs(folder: Path, launch_order: bool = False) -> list[Path]:
+    """The planned trial folders of a sweep, in plan order (or in the order the sweeper launches
+    them: longest first), each once."""
+    from hydra_plugins.compound_scaling.sweeper import longest_first
+
     seen: dict[Path, None] = {}
-    for line in plan_lines(folder):
+    lines = plan_lines(folder)
+    if launch_order:
+        lines = sorted(lines, key=lambda line: longest_first(line.get("activations"), line.get("flops")))
+    for line in lines:
         if line["status"] == "run":
             seen.setdefault(Path(folder) / line["dirname"], None)
     return list(seen)

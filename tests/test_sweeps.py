@@ -145,7 +145,7 @@ def test_killed_sweep_resumes_without_redoing_anything(out):
     cmd = [sys.executable, "sweep.py", *args, f"paths.output_dir={out}", "train.progress=false"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_for(lambda: (out / "sweeps/adhoc/plan.jsonl").exists(), what="the plan")
-    dirs = trial_dirs(out / "sweeps/adhoc")
+    dirs = trial_dirs(out / "sweeps/adhoc", launch_order=True)
     assert len(dirs) == 3
     _wait_for(lambda: (dirs[1] / "checkpoint.pt").exists() or proc.poll() is not None, what="trial 2 epoch 1")
     proc.send_signal(signal.SIGKILL)

@@ -135,16 +135,16 @@ class Planner:
             point.update(alpha=spec.alpha, beta=spec.beta, gamma=spec.gamma, phi=spec.phi, method=spec.method,
                          depth_mult=m.depth, width_mult=m.width, resolution_mult=m.resolution,
                          nominal_flops_factor=spec.nominal_flops_factor)
+            if cfg.get("only_seeds") is not None and cfg.seed not in cfg.only_seeds:  # before any model is built
+                planned.status = "skipped"
+                planned.reason = f"seed {cfg.seed} is not in only_seeds {list(cfg.only_seeds)}"
+                return planned
             network, cx = self._count(cfg, m)
             _, base = self._count(cfg, coefficients.Multipliers(1.0, 1.0, 1.0))
         except ScalingError as err:
             planned.status, planned.reason = "dropped", str(err)
             return planned
         planned.network, planned.flops, planned.activations = network, cx.flops, cx.activations
-        if cfg.get("only_seeds") is not None and cfg.seed not in cfg.only_seeds:
-            planned.status = "skipped"
-            planned.reason = f"seed {cfg.seed} is not in only_seeds {list(cfg.only_seeds)}"
-            return planned
         planned.base_flops = base.flops
         resolved = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
                     for k, v in cfg.items() if k != "hydra"}

@@ -26,25 +26,57 @@ PLAN_ONLY = "--plan-only"
 
 
 def run_claimed(cfg: DictConfig, trial_dir: Path, planned, started: float) -> dict:
-    """Train the trial unless another process holds it; then wait for that holder's record."""
+    """Train the trial unless another process holds it; then wait for that holder's record. A trial of several
+    processes (scaling/distributed.py): rank 0 alone claims it and tells the others to wait, train or skip."""
+    from scaling import distributed, plan, trial  # deferred: torch and timm
+
+    world = distributed.detect()
+    try:
+        with distributed.joined(world, plan.device(cfg.train.device), cfg.train.collective_timeout_s):
+            if not world.lead:
+                return follow_claim(world, cfg, trial_dir, planned, started)
+            waiting = False
+            while True:
+                if record.is_done(trial_dir):
+                    world.agree("skip")
+                    return record.read(trial_dir / record.RECORD_NAME)
+                held = claim.Claim.take(trial_dir, trial.slurm_job_id())
+                if held is not None:
+                    with held:
+                        if record.is_done(trial_dir):  # finished between our check and our claim
+                            world.agree("skip")
+                            return record.read(trial_dir / record.RECORD_NAME)
+                        world.agree("train")
+                        print(f"train {trial_dir}", flush=True)
+                        return trial.run(cfg, trial_dir, planned, started, world)
+                info = claim.holder(trial_dir)
+                if not waiting and info is not None:
+                    print(f"skip {trial_dir.name}: claimed by {claim.describe(info)}; waiting for its record",
+                          flush=True)
+                    waiting = True
+                world.agree("wait")  # every 2 s: the others' collective stays within its timeout
+                time.sleep(2.0)
+    except distributed.JoinError as err:  # a rank never came: rank 0 records it (no claim was taken)
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        if not world.lead:
+            return {"status": "failed", "error": str(err)}
+        from scaling import failure
+
+        return failure.record_death(trial_dir, str(err), trial.slurm_job_id())
+
+
+def follow_claim(world, cfg: DictConfig, trial_dir: Path, planned, started: float) -> dict:
+    """Ranks > 0: wait for rank 0's decision, then train with it, or read the record it found finished."""
     from scaling import trial  # deferred: torch and timm
 
-    waiting = False
-    while True:
-        if record.is_done(trial_dir):
-            return record.read(trial_dir / record.RECORD_NAME)
-        held = claim.Claim.take(trial_dir, trial.slurm_job_id())
-        if held is not None:
-            with held:
-                if record.is_done(trial_dir):  # finished between our check and our claim
-                    return record.read(trial_dir / record.RECORD_NAME)
-                print(f"train {trial_dir}", flush=True)
-                return trial.run(cfg, trial_dir, planned, started)
-        info = claim.holder(trial_dir)
-        if not waiting and info is not None:
-            print(f"skip {trial_dir.name}: claimed by {claim.describe(info)}; waiting for its record", flush=True)
-            waiting = True
-        time.sleep(2.0)
+    try:
+        while (decision := world.agree()) == "wait":
+            pass
+    except RuntimeError as err:  # rank 0 died before deciding (the launcher records its job's death)
+        return {"status": "failed", "error": f"rank {world.rank}: rank 0 stopped before deciding: {err}"}
+    if decision == "train":
+        return trial.run(cfg, trial_dir, planned, started, world)
+    return record.read(trial_dir / record.RECORD_NAME) or {"status": "failed", "error": "no record"}
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -66,19 +98,43 @@ def main(cfg: DictConfig) -> dict:
     if planned.status == "skipped":  # only_seeds leaves this seed out: nothing to train
         print(f"skip: {planned.reason}", flush=True)
         return {"status": "skipped", "reason": planned.reason}
+    if sweeping and planned.dirname and trial_dir.name != planned.dirname and not str(hc.sweep.subdir).startswith(
+            ".jobs"):  # the sweeper planned another trial for this job: its inputs differ here
+        return mismatch(trial_dir, planned)
     if not sweeping or trial_dir.name != planned.dirname:  # single runs, or a sweeper that did not plan
         trial_dir = Path(cfg.paths.output_dir) / ("sweeps" if sweeping else "runs") / cfg.name / planned.dirname
         if record.is_done(trial_dir):
             print(f"skip {trial_dir}: already finished", flush=True)
             return record.read(trial_dir / record.RECORD_NAME)
-    rec = run_claimed(cfg, trial_dir, planned, started)
+    try:
+        rec = run_claimed(cfg, trial_dir, planned, started)
+    except OSError as err:  # e.g. a disk too full to take the claim: no record can be written either
+        rec = {"status": "failed", "error": f"cannot claim {trial_dir}: {type(err).__name__}: {err}"}
     if not sweeping:
-        print(f"{rec['status']}: top-1 {rec['top1']}% ({rec.get('score_split')}, {rec.get('score_images')} images) "
-              f"-> {trial_dir / record.RECORD_NAME}" if rec["status"] == "ok" else f"error: {rec['error']}",
+        test = f"test top-1 {rec['top1']}% ({rec.get('score_images')} images)" if rec.get("top1") is not None \
+            else "no test split"
+        print(f"{rec['status']}: validation top-1 {rec.get('val_top1')}% ({rec.get('val_score_images')} images), "
+              f"{test} -> {trial_dir / record.RECORD_NAME}" if rec["status"] == "ok" else f"error: {rec['error']}",
               file=sys.stdout if rec["status"] == "ok" else sys.stderr, flush=True)
         if rec["status"] != "ok":
             sys.exit(2)
     return rec
+
+
+def mismatch(trial_dir: Path, planned) -> dict:
+    """A `failed` record for a job whose own plan differs from the sweeper's (data, classes or device seen
+    differently on the node than where the sweep was planned): training it would record another trial."""
+    from scaling import distributed, failure
+
+    world = distributed.detect()
+    error = (f"this node computes trial {planned.dirname} (data files {planned.data_files}, {world.size} "
+             f"process(es)), but the sweep planned {trial_dir.name}: the data, its class count, train.device or the "
+             "number of processes (hydra.launcher.tasks_per_node x nodes) resolve differently here than where the "
+             "sweep was planned; make the same data.root visible to both and set train.device explicitly")
+    print(f"error: {error}", file=sys.stderr, flush=True)
+    if not world.lead:  # rank 0 writes the record
+        return {"status": "failed", "error": error}
+    return failure.record_death(trial_dir, error)
 
 
 def check_launcher_keys(args: list[str]) -> None:
@@ -108,10 +164,45 @@ def check_launcher_keys(args: list[str]) -> None:
                 sys.exit(2)
 
 
+def plan_one(overrides: list[str]) -> None:
+    """`--plan-only` without -m: compose the one trial as a run would, print its plan, train nothing; exit 0,
+    or 2 when the point cannot run (as the run would)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from scaling import plan  # deferred: torch and timm
+
+    flags = [a for a in overrides if a.startswith("-")]
+    if flags:
+        print(f"error: {flags[0]} with {PLAN_ONLY} of one trial is not supported; allowed: key=value and "
+              "group=option overrides (or add -m to plan a sweep)", file=sys.stderr)
+        sys.exit(2)
+    try:
+        with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent / "conf"), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
+        sys.exit(2)
+    planned = plan.Planner().plan(cfg, overrides)
+    print(plan.describe([planned]), flush=True)
+    if planned.status == "dropped":
+        print(f"error: {planned.reason}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    if planned.dirname:
+        print(f"plan only: nothing trained; the trial would run in "
+              f"{Path(cfg.paths.output_dir) / 'runs' / cfg.name / planned.dirname}", flush=True)
+
+
 def cli() -> None:
-    """`--plan-only` (ours) becomes `hydra.sweeper.plan_only=true` before Hydra parses the command line."""
+    """`--plan-only` (ours) becomes `hydra.sweeper.plan_only=true` before Hydra parses a sweep's command line;
+    without -m it plans the one trial and trains nothing (a single run has no sweeper to read it)."""
     if PLAN_ONLY in sys.argv:
-        sys.argv = [a for a in sys.argv if a != PLAN_ONLY] + ["hydra.sweeper.plan_only=true"]
+        args = [a for a in sys.argv[1:] if a != PLAN_ONLY]
+        if not {"-m", "--multirun"} & set(args):
+            check_launcher_keys(args)
+            return plan_one(args)
+        sys.argv = [sys.argv[0], *args, "hydra.sweeper.plan_only=true"]
     check_launcher_keys(sys.argv[1:])
     main()
 

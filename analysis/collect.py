@@ -3,7 +3,8 @@
     python -m analysis.collect outputs/sweeps/compound_grid outputs/sweeps/baseline --out results.csv
 
 A sweep folder with a plan (plan.jsonl) contributes one row per planned grid point that has a
-record: a trial that several points share (they build the same network) appears under each, and
+record: a trial that several points share (they build the same network) appears under each, with
+that point's coefficients and transfer-study `strategy` (say `paper` and `selected` at φ = 2), and
 records of configs that are no longer in the plan are ignored (and counted). Folders without a
 plan contribute every record. Corrupt or partial records are skipped and reported, never fatal.
 Columns: every record field (README, "Result record"), lists and config groups as JSON strings,
@@ -20,7 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from scaling.record import RECORD_NAME  # scaling.record imports no torch
+from scaling import plan  # imports omegaconf, not torch (it builds models in deferred imports)
+from scaling.record import RECORD_NAME, atomic_file, write_text_atomic  # scaling.record imports no torch
 
 LIST_FIELDS = ("stage_depths", "stage_widths", "history")
 CONFIG_FIELDS = ("model_config", "data_config", "train_config", "scaling_config")
@@ -49,21 +51,34 @@ def _read(f: Path) -> dict:
     return rec
 
 
+UNKNOWN = object()  # a plan line that does not say its point's strategy
+
+
+def point_strategy(entry: dict):
+    """The transfer-study label of a plan line's point: the plan's `point.strategy`, else a
+    `strategy=...` override (None for `null`); UNKNOWN when the line says neither (older plans)."""
+    point = entry.get("point") or {}
+    if "strategy" in point:
+        return point["strategy"]
+    for override in entry.get("overrides") or []:
+        key, sep, value = override.lstrip("+").partition("=")
+        if sep and key == "strategy":
+            return None if value in ("null", "") else value
+    return UNKNOWN
+
+
 def _planned_rows(plan_file: Path, report) -> tuple[list[dict], set[Path]]:
     """One row per grid point of a sweep's plan that has a record: a trial shared by several points
-    (they build the same network) is reported under each, with that point's coefficients."""
+    (they build the same network) is reported under each, with that point's coefficients and strategy."""
     sweep_dir = plan_file.parent
-    rows, used, missing = [], set(), 0
-    for line in plan_file.read_text().splitlines():
-        if not line.strip():
-            continue
-        entry = json.loads(line)
-        if entry.get("status") not in ("run", "shared") or not entry.get("dirname"):
-            continue
-        f = sweep_dir / entry["dirname"] / RECORD_NAME
+    lines = [e for e in plan.read(plan_file) if e.get("status") in ("run", "shared") and e.get("dirname")]
+    files = [sweep_dir / e["dirname"] / RECORD_NAME for e in lines]
+    rows, used, missing, unlabelled = [], set(), 0, 0
+    for entry, f in zip(lines, files):
         if not f.is_file():
             missing += 1
             continue
+        owned = f.resolve() not in used  # the first point that maps to a trial; later ones report through it
         used.add(f.resolve())
         try:
             rec = _read(f)
@@ -72,19 +87,28 @@ def _planned_rows(plan_file: Path, report) -> tuple[list[dict], set[Path]]:
             continue
         point = entry.get("point") or {}
         rec.update({k: point[k] for k in POINT_FIELDS if point.get(k) is not None})
-        rows.append({**rec, "path": str(f.parent), "shared": entry["status"] == "shared"})
+        shared = entry["status"] == "shared" or not owned
+        strategy = point_strategy(entry)
+        if strategy is not UNKNOWN:
+            rec["strategy"] = strategy  # the point's label, not that of the point whose config ran the trial
+        elif shared:
+            unlabelled += 1
+        rows.append({**rec, "path": str(f.parent), "shared": shared})
     if missing:
         report(f"{sweep_dir}: {missing} planned trial(s) have no record yet (not run, or still running)")
+    if unlabelled:
+        report(f"{sweep_dir}: {unlabelled} point(s) share a trial but their plan does not say their strategy "
+               "(planned before plans recorded it): they carry the strategy of the point that ran it")
     return rows, used
 
 
 def collect(paths: Iterable[str | Path], report=print) -> pd.DataFrame:
     """DataFrame of the trials under `paths`: per sweep folder, the points of its current plan
-    (plan.jsonl); elsewhere every readable record. Skipped files are reported."""
+    (scaling.plan.PLAN_NAME); elsewhere every readable record. Skipped files are reported."""
     rows, skipped, seen, planned_dirs = [], [], set(), []
     for p in map(Path, paths):
-        plans = [p / "plan.jsonl"] if (p / "plan.jsonl").is_file() else \
-            sorted(p.rglob("plan.jsonl")) if p.is_dir() else []
+        plans = [p / plan.PLAN_NAME] if (p / plan.PLAN_NAME).is_file() else \
+            sorted(p.rglob(plan.PLAN_NAME)) if p.is_dir() else []
         for plan_file in plans:
             if plan_file.resolve() in seen:
                 continue
@@ -107,7 +131,8 @@ def collect(paths: Iterable[str | Path], report=print) -> pd.DataFrame:
         report(f"skipped {f}: {err}")
     df = pd.DataFrame(rows)
     if not df.empty:
-        df = df.drop_duplicates(subset=["path", "alpha", "beta", "gamma", "phi"])
+        point = [c for c in ("path", "strategy", "alpha", "beta", "gamma", "phi") if c in df.columns]
+        df = df.drop_duplicates(subset=point)  # one row per trial and grid point
         df = df.sort_values(["study", "trial", "seed"], na_position="last")
     return df.reset_index(drop=True)
 
@@ -138,10 +163,11 @@ def save(df: pd.DataFrame, out: Path) -> list[Path]:
     """Write `out` as CSV and a parquet copy beside it."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out.with_suffix(".csv"), index=False)
+    write_text_atomic(out.with_suffix(".csv"), df.to_csv(index=False))
     written = [out.with_suffix(".csv")]
     try:
-        df.to_parquet(out.with_suffix(".parquet"), index=False)
+        with atomic_file(out.with_suffix(".parquet")) as f:
+            df.to_parquet(f, index=False)
         written.append(out.with_suffix(".parquet"))
     except ImportError:
         pass

@@ -3,22 +3,30 @@
     python -m analysis.fit --csv results.csv [--rule cheapest] [--max-cost-gap 0.10]
     python -m analysis.fit outputs/sweeps/compound_grid
 
+Every choice is made on the validation split (metrics.CHOICE, `val_top1`: held-out training images
+no trial trains on); the test split (metrics.REPORT, `top1`) is reported beside it and never chooses.
+
 `method` in the output says how the answer was reached:
 - "confidence_set": the grid. The points not significantly worse than the best form a 95%
-  confidence set for the best (analysis.stats: Hsu's MCB, paired by seed). `selected` is the set's
-  highest mean (rule "highest_mean") or its cheapest point by measured FLOPs (rule "cheapest";
-  Dollár et al., CVPR 2021: break ties on cost). alpha_ci, beta_ci, gamma_ci span the set.
-- "response_surface": top-1 as a quadratic in (log α, log β), γ on the constraint. Used only when
-  replicate seeds show no lack of fit (p > level), the quadratic explains significant variation
-  (p < level) and its stationary point is a maximum inside the sampled points' hull; α, β, γ are
-  then that maximum (rule "highest_mean" only). Under pure noise it is accepted ≤ level of the time.
+  confidence set for the best (analysis.stats: Hsu's MCB, paired by seed, per-point noise).
+  `selected` is the set's highest mean (rule "highest_mean") or its cheapest point by measured
+  FLOPs (rule "cheapest"; Dollár et al., CVPR 2021: break ties on cost). alpha_ci, beta_ci,
+  gamma_ci span the set. A folder raced by hydra/sweeper=race (race.json) gets the race's own
+  final set and level instead (analysis.race.decision).
+- "response_surface": validation top-1 as a quadratic in (log α, log β), γ on the constraint. Used
+  only when replicate seeds show no lack of fit (p > level), the quadratic explains significant
+  variation (p < level) and its stationary point is a maximum inside the sampled points' hull;
+  α, β, γ are then that maximum (rule "highest_mean" only). Under pure noise it is accepted ≤ level of the time.
 - "single_seed": one seed per point, so noise cannot be estimated and every point stays in the set.
+- "no_noise": the replicate seeds agree exactly (σ̂ = 0), so no point can be excluded.
 
 Beside the old keys (alpha, beta, gamma, alpha_ci, beta_ci, gamma_ci, n_trials, n_points, method,
-top1, target, tolerance) the JSON holds: selected, confidence_set, confidence_method, note, sigma
-(pooled within-point s.d.), sigma_compare (residual s.d. after shared seed effects), df, paired,
-mdd, seeds_to_resolve, winners_curse, surface, outlier_runs, cost_flags, points (every point, with
-in_set), level and grid_best (the selected grid point). Every value is plain JSON; null, never NaN.
+top1 (validation, of the answer), target, tolerance) the JSON holds: splits (which column chooses,
+which reports), selected (with its test_top1), confidence_set, confidence_method, note, sigma (the
+pooled residual s.d. the comparisons use), sigma_within (descriptive), df, paired, mdd and
+mdd_test (the set's own test), seeds_to_resolve (a range), winners_curse, surface, outlier_runs,
+cost_flags, points (every point, with in_set), level, options (every analysis option, non_default
+naming the changed ones) and grid_best. Every value is plain JSON; null, never NaN.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from scipy import spatial, stats
 from analysis.stats import (
     KEY,
     LEVEL,
+    NOISE,
     POWER,
     Analysis,
     Design,
@@ -49,11 +58,17 @@ from analysis.stats import (
     summaries,
     with_keys,
 )
+from analysis import verdict
+from analysis.metrics import CHOICE, METRICS, REPORT
 from scaling.coefficients import DEFAULT_TARGET, DEFAULT_TOLERANCE, on_constraint
 
-REQUIRED = ("alpha", "beta", "gamma", "phi", "seed", "flops", "top1")
+REQUIRED = ("alpha", "beta", "gamma", "phi", "seed", "flops", CHOICE)
 RULES = ("highest_mean", "cheapest")
 COST_FLAG = 0.10  # measured FLOPs factor more than 10% off the nominal target^φ is flagged
+DEFAULTS = {"level": LEVEL, "rule": "highest_mean", "max_cost_gap": None, "robust": False, "noise": "per_point",
+            "recipe": None}  # the analysis options; fit.json records them all and names those changed
+SPLITS = {"choice": CHOICE, "choice_label": METRICS[CHOICE].label, "report": REPORT,
+          "report_label": METRICS[REPORT].label}
 
 def settings(df: pd.DataFrame, target: float | None, tolerance: float | None) -> tuple[float, float]:
     """target and tolerance: as given, else the data's single `target`/`tolerance` value, else 2.0 / 0.1."""
@@ -70,12 +85,14 @@ def constrained_trials(df: pd.DataFrame, target: float = DEFAULT_TARGET,
     """ok trials at φ = 1 on the constraint (scaling.coefficients.on_constraint), keyed by point."""
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
-        raise FitError(f"missing columns: {', '.join(missing)}; the fit needs {', '.join(REQUIRED)} (+ status)")
+        raise FitError(f"missing columns: {', '.join(missing)}; the fit needs {', '.join(REQUIRED)} (+ status; "
+                       f"{REPORT} reported when present): {CHOICE} is {METRICS[CHOICE].label.lower()}, the split "
+                       "every choice is made on; records without it predate it")
     ok = df[df["status"] == "ok"] if "status" in df.columns else df
-    ok = ok.dropna(subset=["alpha", "beta", "gamma", "top1", "seed"])
+    ok = ok.dropna(subset=["alpha", "beta", "gamma", CHOICE, "seed"])
     if ok.empty:
-        raise FitError("no ok trials with alpha, beta, gamma and top1 to fit")
-    ok = ok.assign(**{k: ok[k].astype(float) for k in (*KEY, "phi", "top1")})
+        raise FitError(f"no ok trials with alpha, beta, gamma and {CHOICE} to fit")
+    ok = ok.assign(**{k: ok[k].astype(float) for k in (*KEY, "phi", CHOICE)})
     on = ok[np.isclose(ok["phi"], 1.0) & on_constraint(ok.alpha, ok.beta, ok.gamma, target, tolerance)]
     if on.empty:
         raise FitError(f"no ok trials at phi=1 on the constraint |alpha*beta^2*gamma^2 - {target:g}| <= {tolerance:g}")
@@ -83,8 +100,8 @@ def constrained_trials(df: pd.DataFrame, target: float = DEFAULT_TARGET,
 
 
 def grid_argmax(trials: pd.DataFrame) -> dict:
-    """The grid point with the best mean top-1 (ties: the cheaper point); no noise model, for plots."""
-    means = trials.groupby(KEY)["top1"].agg(["mean", "count"]).reset_index()
+    """The grid point with the best mean validation top-1 (ties: the cheaper point); no noise model, for plots."""
+    means = trials.groupby(KEY)[CHOICE if CHOICE in trials.columns else REPORT].agg(["mean", "count"]).reset_index()
     flops = trials.groupby(KEY)["flops"].mean().values
     best = means.assign(flops=flops).sort_values(["mean", "flops"], ascending=[False, True]).iloc[0]
     return {"alpha": best.alpha, "beta": best.beta, "gamma": best.gamma, "top1": best["mean"]}
@@ -141,7 +158,7 @@ def surface(trials: pd.DataFrame, a: Analysis, target: float, level: float = LEV
     """The response-surface verdict for one study, as plain JSON values."""
     idx = trials["point"].map({p: i for i, p in enumerate(a.points["point"])}).to_numpy()
     la, lb = np.log(a.points["alpha"].to_numpy(float))[idx], np.log(a.points["beta"].to_numpy(float))[idx]
-    r = surface_tests(la, lb, a.design, trials["top1"].to_numpy(float), level)
+    r = surface_tests(la, lb, a.design, trials[CHOICE].to_numpy(float), level)
     if isinstance(r, str):
         return {"accepted": False, "lack_of_fit_p": None, "regression_p": None, "reason": r, "optimum": None}
     r = {k: v[0] for k, v in r.items()}
@@ -180,7 +197,8 @@ def json_safe(x):
 
 def _point(row: pd.Series) -> dict:
     return {"key": row.point, "alpha": row.alpha, "beta": row.beta, "gamma": row.gamma, "seeds": row.seeds,
-            "mean": row["mean"], "se": row.se, "raw_mean": row.raw_mean, "flops": row.flops,
+            "mean": row["mean"], "se": row.se, "sd_used": row.sd_used, "own_noise": row.own_noise,
+            "raw_mean": row.raw_mean, "test_top1": row.test_mean, "test_se": row.test_se, "flops": row.flops,
             "measured_flops_factor": row.measured_flops_factor, "train_seconds": row.train_seconds,
             "aliases": row.aliases, "cost_flag": row.cost_flag, "in_set": row.in_set}
 
@@ -202,38 +220,6 @@ def select(in_set: pd.DataFrame, rule: str) -> pd.Series:
     raise FitError(f"rule={rule}: allowed: {', '.join(RULES)}")
 
 
-def _note(a: Analysis, m: int, k: int, resolve, detect, use_surface: bool, flagged: int, flag_at: float,
-          level: float) -> str:
-    if a.sigma is None:
-        text = (f"Noise cannot be estimated with one seed per point: all {k} points are kept and none is ruled out. "
-                "Run at least 2 seeds per point, the same seeds at every point.")
-    elif m == 1:
-        text = f"One point is ahead of the other {k - 1} beyond the noise."
-    else:
-        text = (f"{m} of {k} points tie within the noise (the {1 - level:.0%} confidence set for the best); "
-                f"the data cannot tell them apart. Separating the top two would take {resolve} seeds per point.")
-    if detect is not None:
-        text += f" This study detects true differences of about {detect:.2f} points ({POWER:.0%} power)."
-    if use_surface:
-        text += " The response surface passes its checks, so its maximum is reported."
-    if flagged:
-        text += f" {flagged} point(s) in the set have a measured cost more than {flag_at:.0%} off nominal."
-    return text
-
-
-def _winners_curse(a: Analysis, chosen: pd.Series, m: int, k: int) -> str:
-    if a.sigma is None:
-        return (f"The selected mean is the highest of {k} single-seed results; its upward bias cannot be sized "
-                "without a noise estimate. Re-measure it on fresh seeds before comparing.")
-    if m == 1:
-        return (f"The selected point leads beyond the noise, but its mean is still the highest of {k} noisy means "
-                "and reads somewhat high. Re-measure it on fresh seeds before comparing it with other models.")
-    bias = chosen["se"] * expected_max(m)
-    return (f"The selected mean is the highest of {m} means that tie within the noise, so it is biased upward by "
-            f"about {bias:.2f} points (s.e. x expected maximum of {m} standard normals). Re-measure it on fresh "
-            "seeds before comparing it with other models.")
-
-
 def _flag(row: pd.Series, target: float, excluded: bool) -> dict:
     return {"key": row.point, **{k: row[k] for k in KEY}, "measured_flops_factor": row.measured_flops_factor,
             "gap": row.measured_flops_factor / target - 1, "excluded": excluded}
@@ -241,59 +227,67 @@ def _flag(row: pd.Series, target: float, excluded: bool) -> dict:
 
 def describe(trials: pd.DataFrame, a: Analysis, *, target: float, tolerance: float, level: float = LEVEL,
              rule: str = "highest_mean", max_cost_gap: float | None = None,
-             dropped_runs: pd.DataFrame | None = None) -> dict:
+             dropped_runs: pd.DataFrame | None = None, options: dict | None = None, race: bool = False) -> dict:
     """The fit's JSON object from an analysis (see the module docstring for `method`).
 
     dropped_runs: outlier runs already removed from `trials` (robust fit); else outliers are only flagged.
+    options: the analysis options to record beside level, rule, max_cost_gap, robust and noise.
     """
     odd = drop_outliers(trials, level)[1] if dropped_runs is None else dropped_runs
     pts = a.points.assign(cost_flag=cost_flags(a.points, target, max_cost_gap))
     in_set = pts[pts["in_set"]]
     chosen = select(in_set, rule)
     surf = surface(trials, a, target, level)
-    use_surface = surf["accepted"] and rule == "highest_mean"
-    method = "single_seed" if a.sigma is None else "response_surface" if use_surface else "confidence_set"
+    use_surface = surf["accepted"] and rule == "highest_mean" and not a.exact
+    method = ("single_seed" if a.design.df < 1 else "no_noise" if a.exact else
+              "response_surface" if use_surface else "confidence_set")
     best = surf["optimum"] if use_surface else {k: chosen[k] for k in KEY} | {"top1": chosen["mean"]}
     aliases = np.array([al for row in in_set["aliases"] for al in row])
-    top = pts["mean"].sort_values(ascending=False).to_numpy()
-    detect = mdd(a.sigma_compare, float(pts["seeds"].median()), a.df, level)
-    resolve = seeds_to_resolve(top[0] - top[1], a.sigma_compare, len(pts), level) if len(pts) > 1 else None
+    power = verdict.power(a, chosen.point)
     flagged = int(in_set["cost_flag"].eq(True).sum())
-    note = _note(a, len(in_set), len(pts), resolve, detect, use_surface, flagged,
-                 COST_FLAG if max_cost_gap is None else max_cost_gap, level)
-    if len(odd):
-        note += (f" {len(odd)} run(s) look like outliers (outlier_runs): "
-                 + ("dropped (robust fit)." if dropped_runs is not None else
-                    "they widen the set rather than narrow it; check them, or refit with robust=True."))
+    note = verdict.note(a, len(in_set), len(pts), power, use_surface, flagged,
+                        COST_FLAG if max_cost_gap is None else max_cost_gap, race)
+    note += verdict.outlier_note(len(odd), dropped_runs is not None)
+    opts = {**DEFAULTS, "level": level, "rule": rule, "max_cost_gap": max_cost_gap,
+            "robust": dropped_runs is not None, "noise": a.noise, **(options or {})}
     return json_safe({
         **{k: best[k] for k in KEY},
         **{f"{k}_ci": [aliases[:, i].min(), aliases[:, i].max()] for i, k in enumerate(KEY)},
-        "top1": best["top1"], "method": method,
+        "top1": best["top1"], "method": method, "splits": SPLITS,
         "selected": {**{k: chosen[k] for k in KEY}, "key": chosen.point, "mean": chosen["mean"], "se": chosen.se,
-                     "seeds": chosen.seeds, "rule": rule},
+                     "test_top1": chosen.test_mean, "test_se": chosen.test_se, "seeds": chosen.seeds, "rule": rule},
         "confidence_set": [_point(r) for _, r in in_set.iterrows()], "confidence_method": a.method, "note": note,
-        "sigma": a.sigma, "sigma_compare": a.sigma_compare, "df": a.df, "paired": a.paired, "mdd": detect,
-        "seeds_to_resolve": resolve, "winners_curse": _winners_curse(a, chosen, len(in_set), len(pts)),
-        "outlier_runs": [{"key": r.point, "seed": r.seed, "top1": r.top1, "studentized_residual": r.residual,
+        "sigma": a.sigma, "sigma_within": a.sigma_within, "df": a.df, "paired": a.paired, **power,
+        "winners_curse": verdict.winners_curse(a, chosen, len(in_set), len(pts), rule),
+        "outlier_runs": [{"key": r.point, "seed": r.seed, CHOICE: r[CHOICE], "studentized_residual": r.residual,
                           "p_bonferroni": r.p_bonferroni, "dropped": dropped_runs is not None}
                          for _, r in odd.iterrows()],
         "surface": surf, "cost_flags": [_flag(r, target, False) for _, r in pts.iterrows() if r.cost_flag is True],
         "points": [_point(r) for _, r in pts.iterrows()],
         "n_trials": len(trials), "n_points": len(pts), "target": target, "tolerance": tolerance, "level": level,
+        "options": opts, "non_default": [k for k in DEFAULTS if opts[k] != DEFAULTS[k]],
         "grid_best": {**{k: chosen[k] for k in KEY}, "top1": chosen["mean"]},  # the selected grid point
     })
 
 
 def fit(df: pd.DataFrame, target: float | None = None, tolerance: float | None = None, *, level: float = LEVEL,
         rule: str = "highest_mean", max_cost_gap: float | None = None, robust: bool = False,
-        n_boot: int | None = None) -> dict:
-    """Best (α, β, γ) on the constraint with its confidence set for the best.
+        noise: str = "per_point", recipe: str | None = None, n_boot: int | None = None) -> dict:
+    """Best (α, β, γ) on the constraint with its confidence set for the best, chosen on metrics.CHOICE.
 
     robust: first drop outlier runs (stats.outliers: at most one per point with 3+ seeds).
+    noise: "per_point" (default) or "pooled" (stats.mcb). recipe: analyse only this recipe's trials.
     n_boot is ignored; it stays for callers of the former bootstrap fit.
     """
     if rule not in RULES:
         raise FitError(f"rule={rule}: allowed: {', '.join(RULES)}")
+    if noise not in NOISE:
+        raise FitError(f"noise={noise}: allowed: {', '.join(NOISE)}")
+    if recipe is not None:
+        if "recipe" not in df.columns or not (df["recipe"] == recipe).any():
+            have = ", ".join(map(str, df["recipe"].dropna().unique())) if "recipe" in df.columns else "none recorded"
+            raise FitError(f"recipe={recipe}: not found; recipes here: {have}")
+        df = df[df["recipe"] == recipe]
     target, tolerance = settings(df, target, tolerance)
     trials = constrained_trials(df, target, tolerance)
     off = pd.DataFrame()
@@ -307,14 +301,26 @@ def fit(df: pd.DataFrame, target: float | None = None, tolerance: float | None =
     dropped = None
     if robust:
         trials, dropped = drop_outliers(trials, level)
-    a = analyze(trials, level)
+    a = analyze(trials, level, noise=noise)
     if robust:
         a = replace(a, method=f"{a.method}; {len(dropped)} outlier run(s) dropped first (externally studentized "
                               f"residual, Bonferroni over the runs at {level:g}, at most one per point with 3+ seeds)")
     result = describe(trials, a, target=target, tolerance=tolerance, level=level, rule=rule,
-                      max_cost_gap=max_cost_gap, dropped_runs=dropped)
+                      max_cost_gap=max_cost_gap, dropped_runs=dropped, options={"recipe": recipe})
     result["cost_flags"] += json_safe([_flag(r, target, True) for _, r in off.iterrows()])
     return result
+
+
+def race_file(folders: list[str]) -> dict | None:
+    """The race's state (race.json, written by hydra/sweeper=race) in one of the folders, if any."""
+    for folder in folders:
+        path = Path(folder) / "race.json"
+        if path.is_file():
+            try:
+                return json.loads(path.read_text())
+            except json.JSONDecodeError:
+                raise FitError(f"{path}: not valid JSON (a race.json written by hydra/sweeper=race)") from None
+    return None
 
 
 def load(csv: str | None, folders: list[str], flag: str = "--csv") -> pd.DataFrame:
@@ -336,18 +342,34 @@ def load(csv: str | None, folders: list[str], flag: str = "--csv") -> pd.DataFra
 def main(argv: list[str] | None = None) -> None:
     """Command line: print the fit as one JSON object; bad input is one line on stderr, exit 2."""
     ap = argparse.ArgumentParser(description="Fit (alpha, beta, gamma) from phi=1 trials.")
-    ap.add_argument("folders", nargs="*", help="sweep folders holding result.json records")
-    ap.add_argument("--csv", help="a table with alpha, beta, gamma, phi, seed, flops, top1 [, status, arch, ...]")
+    ap.add_argument("folders", nargs="*", help="sweep folders holding result.json records (a raced folder: the "
+                    "race's own decision)")
+    ap.add_argument("--csv", help=f"a table with alpha, beta, gamma, phi, seed, flops, {CHOICE} [, {REPORT}, "
+                    "status, arch, ...]")
     ap.add_argument("--target", type=float, help="alpha*beta^2*gamma^2 target (default: the data's, else 2)")
     ap.add_argument("--tolerance", type=float, help="constraint tolerance (default: the data's, else 0.1)")
     ap.add_argument("--level", type=float, default=LEVEL, help="1 - confidence of the set for the best")
     ap.add_argument("--rule", choices=RULES, default="highest_mean", help="how to choose within the set")
     ap.add_argument("--max-cost-gap", type=float, help="drop points whose measured FLOPs factor is off by more")
     ap.add_argument("--robust", action="store_true", help="drop outlier runs first (points with 3+ seeds)")
+    ap.add_argument("--noise", choices=NOISE, default="per_point", help="per-point variances, or one pooled sigma")
+    ap.add_argument("--recipe", help="analyse only this recipe's trials (when the records mix recipes)")
     args = ap.parse_args(argv)
     try:
-        result = fit(load(args.csv, args.folders), args.target, args.tolerance, level=args.level, rule=args.rule,
-                     max_cost_gap=args.max_cost_gap, robust=args.robust)
+        df = load(args.csv, args.folders)
+        race = None if args.csv else race_file(args.folders)
+        if race is not None:
+            from analysis.race import decision  # the race imports this module
+
+            fixed = [f"--{k.replace('_', '-')}" for k in ("level", "max_cost_gap", "robust", "noise", "target", "tolerance")
+                     if getattr(args, k) not in (None, False, LEVEL, "per_point")]
+            if fixed:
+                raise FitError(f"{', '.join(fixed)}: a raced folder's set is the race's own (race.json fixes its "
+                               "level and seeds); to test its records another way, collect them to a CSV and use --csv")
+            result = decision(df, race, rule=args.rule)
+        else:
+            result = fit(df, args.target, args.tolerance, level=args.level, rule=args.rule,
+                         max_cost_gap=args.max_cost_gap, robust=args.robust, noise=args.noise, recipe=args.recipe)
     except FitError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

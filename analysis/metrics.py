@@ -24,11 +24,17 @@ class Metric:
         return value / self.scale
 
 
+# Which split does what (issue 14): every choice (race eliminations, the confidence set for the best,
+# `selected`) is made on CHOICE; REPORT is shown beside it and never decides anything.
+CHOICE = "val_top1"
+REPORT = "top1"
+
 METRICS = {m.column: m for m in (
     Metric("flops", "FLOPs", "M multiply-adds / image", 1e6, log=True),
     Metric("params", "Parameters", "M", 1e6),
     Metric("activations", "Activations", "K conv outputs / image", 1e3),
-    Metric("top1", "Top-1 accuracy", "%"),
+    Metric("val_top1", "Validation top-1", "%"),  # held-out split no trial trains on: every choice
+    Metric("top1", "Test top-1", "%"),  # the test split: reported beside the choice, never chooses
     Metric("resolution", "Input size", "px"),
     Metric("train_images_per_second", "Training throughput", "images / s"),
     Metric("measured_flops_factor", "FLOPs vs baseline", "x"),

@@ -17,6 +17,7 @@ import pandas as pd  # noqa: E402
 
 from analysis.fit import grid_argmax  # noqa: E402
 from analysis.metrics import METHODS, METRICS  # noqa: E402
+from scaling.record import write_text_atomic  # noqa: E402 - no torch
 
 FLOPS, TOP1 = METRICS["flops"], METRICS["top1"]
 
@@ -234,14 +235,14 @@ def table2(df: pd.DataFrame, out_dir: Path) -> list[Path]:
     t = df.assign(params_M=df.params / 1e6, flops_B=df.flops / 1e9,
                   params_err_pct=100 * (df.params / df.paper_params - 1),
                   flops_err_pct=100 * (df.flops / df.paper_flops - 1))
-    t.to_csv(out_dir / "table2.csv", index=False)
+    write_text_atomic(out_dir / "table2.csv", t.to_csv(index=False))
     lines = ["| model | w | d | px | params (M) | paper | Δ% | FLOPs (B mult-adds) | paper | Δ% |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in t.iterrows():
         lines.append(f"| {r.model} | {r.width:g} | {r.depth:g} | {r.resolution} | {r.params_M:.2f} | "
                      f"{r.paper_params / 1e6:g} | {r.params_err_pct:+.1f} | {r.flops_B:.3f} | "
                      f"{r.paper_flops / 1e9:g} | {r.flops_err_pct:+.1f} |")
-    (out_dir / "table2.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(out_dir / "table2.md", "\n".join(lines) + "\n")
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for ax, col, paper, m in ((axes[0], "params", "paper_params", METRICS["params"]),
                               (axes[1], "flops", "paper_flops", METRICS["flops"])):
@@ -268,12 +269,12 @@ def table3(df: pd.DataFrame, out_dir: Path) -> list[Path]:
     df = df[df["kind"] == "table3"]
     s = summarize(df, ["model", "method", "depth_mult", "width_mult", "resolution_mult"])
     s = s.assign(order=s.method.map(TABLE3_ORDER)).sort_values(["model", "order"]).drop(columns="order")
-    s.to_csv(out_dir / "table3.csv", index=False)
+    write_text_atomic(out_dir / "table3.csv", s.to_csv(index=False))
     lines = [f"| model | variant | d | w | r | {FLOPS.label} ({FLOPS.unit}) | {TOP1.label} (%) | seeds |",
              "|---|---|---|---|---|---|---|---|"]
     for _, r in s.iterrows():
         sd = f" ± {r.sd:.1f}" if r.n > 1 else ""
         lines.append(f"| {r.model} | {r.method} | {r.depth_mult:.2f} | {r.width_mult:.2f} | {r.resolution_mult:.2f} | "
                      f"{FLOPS.show(r.flops):.1f} | {r.top1:.1f}{sd} | {r.n} |")
-    (out_dir / "table3.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(out_dir / "table3.md", "\n".join(lines) + "\n")
     return [out_dir / "table3.csv", out_dir / "table3.md"]

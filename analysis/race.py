@@ -1,17 +1,21 @@
 """A race over the φ = 1 grid: spend seeds only on points still in contention.
 
 F-race (Birattari et al., GECCO 2002; irace, López-Ibáñez et al., 2016): every candidate is run on
-the same instances, here the same seeds. Round 1 runs seeds 0..initial_seeds−1 at every point;
-each later round adds the next seeds_per_round seeds to every survivor, so comparisons pair by
-seed. After each round, a point outside the confidence set for the best among the survivors
-(analysis.stats: Hsu's MCB on seed-adjusted means) is dropped. Each round tests at level/R, R the
-most rounds the race can take (Bonferroni over rounds): repeated looks at the same data would
-otherwise let the true best be dropped more often than `level` (in simulation, 15% of the time
-when all points tie and each round tests at 5%).
+the same instances, here the same seeds. Round 1 runs the race's first initial_seeds seeds at every
+point; each later round adds the next seeds_per_round seeds to every survivor, so comparisons pair
+by seed. The seeds are `seeds` in order (default first_seed, first_seed + 1, ...), any integers, so
+a second study can race on seeds disjoint from the first. After each round, a point outside the
+confidence set for the best among the survivors (analysis.stats: Hsu's MCB on seed-adjusted means
+of the validation split, metrics.CHOICE) is dropped. Each round tests at level/R, R the most rounds
+the race can take (Bonferroni over rounds): repeated looks at the same data would otherwise let the
+true best be dropped more often than `level` (in simulation, 15% of the time when all points tie
+and each round tests at 5%).
 
 The records are the state. decide() replays every round from the records alone (the round is the
 number of seed rounds the survivors have completed), so the same records always give the same
-answer, and a killed race that is rerun picks up where it stopped.
+answer, and a killed race that is rerun picks up where it stopped. simulate() runs the same rounds
+on arrays of many studies at once (the simulation tests); decision() is the race's final set as
+the fit's JSON, which the report and `analysis.fit FOLDER` use for a raced folder (race.json).
 
     python -m analysis.race --replay POOL.csv [--max-seeds 8] [--budget 40] [--initial-seeds 2]
 
@@ -25,15 +29,19 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
-from analysis.fit import constrained_trials, describe, json_safe, load, settings
-from analysis.stats import LEVEL, FitError, analyze, compare, point_key, with_keys, within
+from analysis.fit import RULES, constrained_trials, describe, json_safe, load, settings
+from analysis.metrics import CHOICE, METRICS
+from analysis.stats import LEVEL, NOISE, FitError, analyze, design, mcb, point_key, with_keys, within
 
 REASONS = ("one point left", "survivors within practical difference", "seed cap reached", "budget spent")
+SETTINGS = ("max_seeds", "initial_seeds", "seeds_per_round", "budget_trials", "budget_seconds",
+            "practical_difference", "level", "seeds", "first_seed", "noise")  # what decide() takes
 
 
 @dataclass
@@ -49,6 +57,9 @@ class RaceState:
     trials: int = 0  # trials the race has run (ok or not)
     train_seconds: float | None = None  # their training time, when recorded
     history: list[dict] = field(default_factory=list)  # per finished round: round, seeds, alive, dropped, trials
+    level: float = LEVEL  # the race's level: the true best survives with probability >= 1 − level
+    round_level: float = LEVEL  # each round's test: level / the most rounds the race can take
+    seeds: list[int] = field(default_factory=list)  # the race's seeds, in the order it runs them
 
     def to_dict(self) -> dict:
         """Plain JSON values."""
@@ -65,42 +76,76 @@ def rounds_at_most(initial: int, per_round: int, cap: int) -> int:
     return 1 + math.ceil((cap - initial) / per_round)
 
 
+def round_level(r: int, level: float, initial: int, per_round: int, cap: int) -> float:
+    """Round r's test level: the race's level split over the rounds it can take (Bonferroni)."""
+    return level / rounds_at_most(initial, per_round, cap)
+
+
+def race_seeds(max_seeds: int, seeds: Sequence[int] | None = None, first_seed: int = 0) -> list[int]:
+    """The seeds a race runs, in order: the first max_seeds of `seeds`, else first_seed, first_seed + 1, ..."""
+    if seeds is None:
+        return list(range(int(first_seed), int(first_seed) + max_seeds))
+    seeds = [int(s) for s in seeds]
+    if len(set(seeds)) != len(seeds) or len(seeds) < max_seeds:
+        raise FitError(f"race: seeds {seeds}: need {max_seeds} distinct integers (max_seeds={max_seeds})")
+    return seeds[:max_seeds]
+
+
 def _records(df: pd.DataFrame | None, points: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(every attempted (point, seed, train_seconds), ok trials keyed by point) of the race's points."""
     cols = ["point", "seed", "train_seconds"]
+    empty = pd.DataFrame(columns=[*cols, CHOICE, "aliases"])
     if df is None or df.empty:
-        return pd.DataFrame(columns=cols), pd.DataFrame(columns=[*cols, "top1", "aliases"])
+        return pd.DataFrame(columns=cols), empty
     df = df.dropna(subset=["seed"])
     arch = df["arch"] if "arch" in df.columns else [None] * len(df)
     keys = [point_key(a, b, g, r) for a, b, g, r in zip(df["alpha"], df["beta"], df["gamma"], arch)]
+    mine = np.isin(keys, points)
     seconds = pd.to_numeric(df["train_seconds"], errors="coerce") if "train_seconds" in df else np.nan
     tried = pd.DataFrame({"point": keys, "seed": df["seed"].astype(int).to_numpy(), "train_seconds": seconds})
-    tried = tried[tried["point"].isin(points)].drop_duplicates(["point", "seed"])
-    ok = df[(df["status"] == "ok") if "status" in df.columns else np.ones(len(df), bool)].dropna(subset=["top1"])
+    tried = tried[mine].drop_duplicates(["point", "seed"])
+    ok = df[mine & ((df["status"] == "ok").to_numpy() if "status" in df.columns else True)]
+    if not ok.empty and (CHOICE not in ok.columns or ok[CHOICE].isna().all()):
+        raise FitError(f"missing column {CHOICE} ({METRICS[CHOICE].label}, the split every choice is made on) in "
+                       "the race's ok records: they predate it; rerun these trials with the current code")
+    ok = ok.dropna(subset=[CHOICE])
     if ok.empty:
-        return tried, pd.DataFrame(columns=[*cols, "top1", "aliases"])
-    ok = with_keys(ok.assign(seed=ok["seed"].astype(int), top1=ok["top1"].astype(float)))
-    return tried, ok[ok["point"].isin(points)]
+        return tried, empty
+    return tried, with_keys(ok.assign(seed=ok["seed"].astype(int), **{CHOICE: ok[CHOICE].astype(float)}))
 
 
-def _within_schedule(rows: pd.DataFrame, limit: dict[str, int]) -> pd.DataFrame:
-    return rows[rows["seed"] < rows["point"].map(limit).fillna(0)]
+@dataclass(frozen=True)
+class _Round:
+    """The last round a race tested: its rows, the points it compared, and its level."""
+
+    rows: pd.DataFrame  # ok trials within the schedule
+    among: list[str]  # the points alive entering the round
+    level: float
 
 
-def _survivors(rows: pd.DataFrame, alive: list[str], level: float, delta: float) -> tuple[list[str], bool]:
+def _tested(rows: pd.DataFrame, alive: list[str], level: float, delta: float, noise: str) -> tuple[list[str], bool]:
     """The points of `alive` in the confidence set for the best, and whether they all lie within `delta`."""
     testable = [p for p in alive if p in set(rows["point"])]  # a point with no ok trial is out
     if len(testable) < 2:
         return testable, False
-    keys, _, c = compare(rows, level, among=testable)
-    keep = [p for p in alive if p in set(keys[c.in_set[:, 0]])]
-    return keep, within(c, np.isin(keys, keep), delta)
+    keys, idx = np.unique(rows["point"].to_numpy(str), return_inverse=True)
+    in_set, close = test_round(idx, rows["seed"].to_numpy(), rows[CHOICE].to_numpy(float),
+                               np.isin(keys, testable), level, delta, noise, len(keys))
+    return [p for p in alive if p in set(keys[in_set[:, 0]])], bool(close[0])
 
 
-def decide(df: pd.DataFrame | None, points: list[str], *, max_seeds: int, initial_seeds: int = 2,
-           seeds_per_round: int = 1, budget_trials: int | None = None, budget_seconds: float | None = None,
-           practical_difference: float = 0.0, level: float = LEVEL) -> RaceState:
-    """The race's state from the records run so far: which points are alive, and which seeds to run next."""
+def test_round(point: np.ndarray, seed: np.ndarray, y: np.ndarray, among: np.ndarray, level: float, delta: float,
+               noise: str = "per_point", k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One round's test on one layout: (points in the set × studies, survivors within `delta` per study)."""
+    c = mcb(design(point, seed, k), y, level, among, noise)
+    return c.in_set, within(c, c.in_set, delta)
+
+
+def _race(df: pd.DataFrame | None, points: list[str], *, max_seeds: int, initial_seeds: int = 2,
+          seeds_per_round: int = 1, budget_trials: int | None = None, budget_seconds: float | None = None,
+          practical_difference: float = 0.0, level: float = LEVEL, seeds: Sequence[int] | None = None,
+          first_seed: int = 0, noise: str = "per_point") -> tuple[RaceState, _Round | None]:
+    """decide(), plus the last round's test (None before round 1 is complete)."""
     points = sorted(dict.fromkeys(map(str, points)))
     if not points or not 1 <= initial_seeds <= max_seeds or seeds_per_round < 1:
         raise FitError(f"race: need points, 1 <= initial_seeds ({initial_seeds}) <= max_seeds ({max_seeds}) and "
@@ -108,21 +153,29 @@ def decide(df: pd.DataFrame | None, points: list[str], *, max_seeds: int, initia
     if budget_trials is not None and budget_trials < len(points) * initial_seeds:
         raise FitError(f"race: budget {budget_trials} trials is below round 1's {len(points)} points x "
                        f"{initial_seeds} seeds")
+    order = race_seeds(max_seeds, seeds, first_seed)
+    rank = {s: i for i, s in enumerate(order)}  # a seed's place in the race; seeds outside it are ignored
     tried, ok = _records(df, points)
+    tried = tried[tried["seed"].isin(order)]
+    ok = ok[ok["seed"].isin(order)]
     done_pairs = set(zip(tried["point"], tried["seed"]))
     through = lambda r: seeds_through(r, initial_seeds, seeds_per_round, max_seeds)
-    each = level / rounds_at_most(initial_seeds, seeds_per_round, max_seeds)  # Bonferroni over the rounds
-    alive, dropped, history, r = list(points), {}, [], 1
+    each = lambda r: round_level(r, level, initial_seeds, seeds_per_round, max_seeds)  # Bonferroni over rounds
+    scheduled = lambda rows, limit: rows[rows["seed"].map(rank) < rows["point"].map(limit).fillna(0)]
+    state = lambda r, **kw: RaceState(r, alive, dropped, history=history, level=level, round_level=each(r),
+                                      seeds=order, **kw)
+    alive, dropped, history, r, last = list(points), {}, [], 1, None
     while True:
         limit = {p: through(dropped.get(p, r)) for p in points}
-        spent = _within_schedule(tried, limit)
+        spent = scheduled(tried, limit)
         used, seconds = len(spent), spent["train_seconds"].sum(min_count=1)
         seconds = None if pd.isna(seconds) else float(seconds)
-        missing = {p: [s for s in range(limit[p]) if (p, s) not in done_pairs] for p in alive}
+        missing = {p: [s for s in order[:limit[p]] if (p, s) not in done_pairs] for p in alive}
         if any(missing.values()):
-            return RaceState(r, alive, dropped, False, None, {p: s for p, s in missing.items() if s}, used,
-                             seconds, history)
-        keep, close = _survivors(_within_schedule(ok, limit), alive, each, practical_difference)
+            return state(r, done=False, reason=None, next_seeds={p: s for p, s in missing.items() if s},
+                         trials=used, train_seconds=seconds), last
+        last = _Round(scheduled(ok, limit), list(alive), each(r))
+        keep, close = _tested(last.rows, alive, each(r), practical_difference, noise)
         out = [p for p in alive if p not in keep]
         dropped.update({p: r for p in out})
         alive = keep
@@ -136,57 +189,139 @@ def decide(df: pd.DataFrame | None, points: list[str], *, max_seeds: int, initia
                   "budget spent" if (budget_trials is not None and used + next_cost > budget_trials)
                   or (budget_seconds is not None and (seconds or 0.0) + next_seconds > budget_seconds) else None)
         if reason:
-            return RaceState(r, alive, dropped, True, reason, {}, used, seconds, history)
+            return state(r, done=True, reason=reason, next_seeds={}, trials=used, train_seconds=seconds), last
         r += 1
 
 
-def _contiguous_seeds(trials: pd.DataFrame) -> int:
-    """The largest n such that every point has ok trials for seeds 0..n−1."""
-    n = []
-    for _, g in trials.groupby("point"):
-        have = set(g["seed"].astype(int))
-        n.append(next(i for i in range(len(have) + 1) if i not in have))
-    return min(n)
+def decide(df: pd.DataFrame | None, points: list[str], *, max_seeds: int, initial_seeds: int = 2,
+           seeds_per_round: int = 1, budget_trials: int | None = None, budget_seconds: float | None = None,
+           practical_difference: float = 0.0, level: float = LEVEL, seeds: Sequence[int] | None = None,
+           first_seed: int = 0, noise: str = "per_point") -> RaceState:
+    """The race's state from the records run so far: which points are alive, and which seeds to run next.
+
+    seeds: the race's seeds in order (any distinct integers; default first_seed, first_seed + 1, ...).
+    """
+    return _race(df, points, max_seeds=max_seeds, initial_seeds=initial_seeds, seeds_per_round=seeds_per_round,
+                 budget_trials=budget_trials, budget_seconds=budget_seconds,
+                 practical_difference=practical_difference, level=level, seeds=seeds, first_seed=first_seed,
+                 noise=noise)[0]
+
+
+def simulate(y: np.ndarray, *, max_seeds: int | None = None, initial_seeds: int = 2, seeds_per_round: int = 1,
+             budget_trials: int | None = None, practical_difference: float = 0.0, level: float = LEVEL,
+             noise: str = "per_point") -> dict:
+    """The race's rounds on many studies at once; y: points × seeds (in race order) × studies, every trial ok.
+
+    The same rounds as decide() (test_round on the same layouts), grouped by layout so that studies
+    that kept the same points share one design. Returns arrays: alive (points × studies), dropped
+    (points × studies: the round that dropped each point, 0 if alive), rounds, trials and reason per study.
+    """
+    k, S, B = y.shape
+    max_seeds = S if max_seeds is None else max_seeds
+    through = lambda r: np.minimum(max_seeds, initial_seeds + (np.asarray(r) - 1) * seeds_per_round)  # seeds_through
+    each = lambda r: round_level(r, level, initial_seeds, seeds_per_round, max_seeds)
+    drop, done = np.zeros((k, B), int), np.zeros(B, bool)
+    rounds, trials, reason = np.zeros(B, int), np.zeros(B, int), np.full(B, "", object)
+    r = 1
+    while not done.all():
+        active = np.flatnonzero(~done)
+        limit = np.where(drop > 0, through(drop), through(r))  # seeds per point so far, points × studies
+        layouts, group = np.unique(limit[:, active].T, axis=0, return_inverse=True)
+        for g, lims in enumerate(layouts):
+            studies = active[group.ravel() == g]
+            point = np.repeat(np.arange(k), lims)
+            seed = np.concatenate([np.arange(n) for n in lims])
+            alive = drop[:, studies[0]] == 0  # the same in every study of one layout
+            in_set, close = test_round(point, seed, y[point, seed][:, studies], alive, each(r), practical_difference,
+                                       noise, k)
+            drop[:, studies] = np.where(alive[:, None] & ~in_set, r, drop[:, studies])
+            left, used = in_set.sum(0), int(lims.sum())
+            broke = (used + left * (through(r + 1) - through(r)) > budget_trials if budget_trials is not None
+                     else np.zeros(len(studies), bool))
+            capped = np.full(len(studies), through(r) >= max_seeds)
+            why = np.select([left <= 1, close, capped, broke], [np.full(len(studies), w) for w in REASONS], "")
+            stop = why != ""
+            done[studies[stop]], rounds[studies], trials[studies], reason[studies] = True, r, used, why
+        r += 1
+    return {"alive": drop == 0, "dropped": drop, "rounds": rounds, "trials": trials, "reason": reason}
+
+
+def _final(state: RaceState, last: _Round, target: float, tolerance: float, rule: str, noise: str) -> dict:
+    """The fit's JSON for the race's final set: the last round's test on its rows, whose set is the survivors."""
+    a = analyze(last.rows, last.level, among=last.among, noise=noise)
+    rounds = round(state.level / state.round_level)
+    a = replace(a, method=f"race (F-race, Birattari et al. 2002): after each round, points outside the confidence "
+                          f"set for the best among the survivors are dropped, each round at level {state.level:g}/"
+                          f"{rounds} (Bonferroni over the {rounds} possible rounds, so the true best survives the "
+                          f"race with probability >= {1 - state.level:g}); the set is the survivors after round "
+                          f"{state.round}. The last round's test: {a.method}")
+    return describe(last.rows, a, target=target, tolerance=tolerance, level=state.level, rule=rule, race=True,
+                    options={"race_round_level": state.round_level, "race_seeds": state.seeds})
+
+
+def decision(df: pd.DataFrame, race: dict, *, rule: str = "highest_mean") -> dict:
+    """The fit's JSON for a raced folder: the race's own final set and level, replayed from its records.
+
+    `race` is the folder's race.json (RaceState plus the sweeper's `settings`); its settings fix the
+    level and the seed cap, so the report cannot test the race's data at another level.
+    """
+    kw = {k: v for k, v in (race.get("settings") or {}).items() if k in SETTINGS and v is not None}
+    if "seeds" not in kw and race.get("seeds"):
+        kw["seeds"] = race["seeds"]
+    points = sorted({*race.get("alive", []), *(race.get("dropped") or {})})
+    state, last = _race(df, points, **kw)
+    if not state.done or last is None:
+        raise FitError(f"the race is not finished (round {state.round} still needs {sum(map(len, state.next_seeds.values()))} "
+                       "trial(s)): rerun its sweep to finish it")
+    target, tolerance = settings(df, None, None)
+    out = _final(state, last, target, tolerance, rule, kw.get("noise", "per_point"))
+    if set(state.alive) != set(race.get("alive", [])):
+        out["note"] += (f" The records now give survivors {sorted(state.alive)}, not race.json's "
+                        f"{sorted(race.get('alive', []))}: trials were added or removed since the race ran.")
+    return json_safe(out | {"race": {**{k: race.get(k) for k in ("full_grid_trials", "settings")},
+                                     **{k: v for k, v in state.to_dict().items() if k != "next_seeds"}}})
+
+
+def _pool_seeds(trials: pd.DataFrame) -> list[int]:
+    """The seeds every point has an ok trial for, in order."""
+    shared = set.intersection(*(set(g["seed"].astype(int)) for _, g in trials.groupby("point")))
+    return sorted(shared)
 
 
 def replay(pool: pd.DataFrame, *, max_seeds: int | None = None, initial_seeds: int = 2, seeds_per_round: int = 1,
            budget_trials: int | None = None, budget_seconds: float | None = None, practical_difference: float = 0.0,
-           level: float = LEVEL, target: float | None = None, tolerance: float | None = None) -> dict:
+           level: float = LEVEL, target: float | None = None, tolerance: float | None = None,
+           rule: str = "highest_mean", noise: str = "per_point") -> dict:
     """Replay a race on a pool of outcomes; the fit's JSON for the race's final set plus `cost` and `race`."""
     target, tolerance = settings(pool, target, tolerance)
     trials = constrained_trials(pool, target, tolerance)
     trials = trials.assign(seed=trials["seed"].astype(int))
     points = sorted(trials["point"].unique())
-    have = _contiguous_seeds(trials)
-    max_seeds = have if max_seeds is None else max_seeds
-    if max_seeds < 1 or max_seeds > have:
-        raise FitError(f"the pool has seeds 0..{have - 1} at every point; max_seeds={max_seeds} needs 1..{have}")
+    have = _pool_seeds(trials)
+    max_seeds = len(have) if max_seeds is None else max_seeds
+    if max_seeds < 1 or max_seeds > len(have):
+        shown = f"{have[0]}..{have[-1]}" if have == list(range(have[0], have[0] + len(have))) else have
+        raise FitError(f"the pool has {len(have)} seeds at every point ({shown}); max_seeds={max_seeds} needs "
+                       f"1..{len(have)}")
     settings_ = dict(max_seeds=max_seeds, initial_seeds=initial_seeds, seeds_per_round=seeds_per_round,
                      budget_trials=budget_trials, budget_seconds=budget_seconds,
-                     practical_difference=practical_difference, level=level)
+                     practical_difference=practical_difference, level=level, seeds=have[:max_seeds], noise=noise)
     pairs, run = list(zip(trials["point"], trials["seed"])), set()
     seen = trials.iloc[:0]
     while not (state := decide(seen, points, **settings_)).done:
         run |= {(p, s) for p, seeds in state.next_seeds.items() for s in seeds}
         seen = trials[[pair in run for pair in pairs]]
-    final = [p for p in points if p in state.alive or state.dropped.get(p) == state.round]
-    rounds = rounds_at_most(initial_seeds, seeds_per_round, max_seeds)
-    a = analyze(seen, level / rounds, among=final)  # the last round's test: its set is the survivors
-    a = replace(a, method=f"race (F-race, Birattari et al. 2002): after each round, points outside the confidence "
-                          f"set for the best among the survivors are dropped, each round at level {level:g}/{rounds} "
-                          f"(Bonferroni over the {rounds} possible rounds, so the true best survives the race with "
-                          f"probability >= {1 - level:g}); the set is the survivors after round {state.round}. "
-                          f"The last round's test: {a.method}")
-    out = describe(seen, a, target=target, tolerance=tolerance, level=level)
+    state, last = _race(seen, points, **settings_)
+    out = _final(state, last, target, tolerance, rule, noise)
     full = len(points) * max_seeds
     cost = {"trials": state.trials, "full_grid_trials": full, "fraction": state.trials / full,
             "rounds": state.round, "final_set_round": max(state.dropped.values(), default=1)}
     if state.train_seconds is not None:
-        grid = trials[trials["seed"] < max_seeds]
+        grid = trials[trials["seed"].isin(have[:max_seeds])]
         cost |= {"train_seconds": state.train_seconds,
                  "full_grid_train_seconds": float(pd.to_numeric(grid["train_seconds"], errors="coerce").sum())}
     race = {"alive": state.alive, "dropped": state.dropped, "reason": state.reason, "history": state.history,
-            "full_grid_trials": full, "settings": settings_}
+            "full_grid_trials": full, "settings": settings_, "level": level, "round_level": state.round_level}
     return json_safe(out | {"cost": cost, "race": race})
 
 
@@ -203,13 +338,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--level", type=float, default=LEVEL)
     ap.add_argument("--target", type=float)
     ap.add_argument("--tolerance", type=float)
+    ap.add_argument("--rule", choices=RULES, default="highest_mean", help="how to choose within the set")
+    ap.add_argument("--noise", choices=NOISE, default="per_point", help="per-point variances, or one pooled sigma")
     args = ap.parse_args(argv)
     try:
         result = replay(load(args.replay, [], flag="--replay"), max_seeds=args.max_seeds,
                         initial_seeds=args.initial_seeds, seeds_per_round=args.seeds_per_round,
                         budget_trials=args.budget, budget_seconds=args.budget_seconds,
                         practical_difference=args.practical_difference, level=args.level, target=args.target,
-                        tolerance=args.tolerance)
+                        tolerance=args.tolerance, rule=args.rule, noise=args.noise)
     except FitError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

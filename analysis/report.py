@@ -2,8 +2,10 @@
 
     python -m analysis.report outputs/sweeps/compound_grid outputs/sweeps/baseline --out reports/demo
 
-Writes results.csv/.parquet, fit.json (when φ = 1 compound trials exist), the figures that the
-data supports, and prints where everything is. `--wandb` also logs a W&B summary run (offline).
+Writes results.csv/.parquet (the trials analysed), fit.json (when φ = 1 compound trials exist), the
+figures that the data supports, and prints where everything is. `--wandb` also logs a W&B summary
+run (offline). The fit and figures use one baseline and recipe (the largest, or --recipe); Table 3
+compares baselines, so it keeps every model, each with one recipe. `--only table3` draws Table 3 alone.
 """
 
 from __future__ import annotations
@@ -14,19 +16,22 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from analysis import collect, plots
 from analysis.fit import FitError, fit
+from analysis.race import decision as race_decision
+from scaling.record import write_text_atomic  # no torch
 
 FIGURES = ("accuracy_vs_flops", "heatmap", "fig4", "table3")
 
 
-def one_recipe(df, recipe: str | None = None):
+def one_recipe(df, recipe: str | None = None, scope: str = "fit and figures"):
     """Trials of one baseline and recipe only (`recipe`: a hash of the model, data and train config).
 
     Two baselines (say efficientnet_b0_cpu and efficientnet_b0_small) or two recipes never mix:
-    the most common one is analysed, and the others are named so the user can pick with --recipe."""
-    if "recipe" not in df.columns:
+    the most common one is analysed, and the others are named (for `scope`) so the user can pick with --recipe."""
+    if "recipe" not in df.columns or df.empty:
         return df
     counts = df["recipe"].fillna("unknown").value_counts()
     chosen = recipe or counts.index[0]
@@ -35,9 +40,21 @@ def one_recipe(df, recipe: str | None = None):
     if len(counts) > 1:
         model = df.set_index(df["recipe"].fillna("unknown"))["model"].groupby(level=0).first()
         others = ", ".join(f"{r} ({model.get(r)}, {n} trials)" for r, n in counts.items() if r != chosen)
-        print(f"using baseline+recipe {chosen} ({model.get(chosen)}, {counts[chosen]} trials); ignoring {others}; "
-              "pass --recipe to choose", file=sys.stderr)
+        print(f"{scope}: using baseline+recipe {chosen} ({model.get(chosen)}, {counts[chosen]} trials); "
+              f"ignoring {others}; pass --recipe to choose", file=sys.stderr)
     return df[df["recipe"].fillna("unknown") == chosen]
+
+
+def recipe_per_model(df, recipe: str | None = None):
+    """Table 3's trials: every model, each with one recipe (`recipe` where that model has it, else its most common).
+
+    Table 3 compares baselines by design, and each has its own recipe (the model config is part of it);
+    what must not mix is two recipes of one model row (say two train configs of resnet18)."""
+    if "recipe" not in df.columns or df.empty:
+        return df
+    parts = [one_recipe(rows, recipe if recipe in set(rows["recipe"]) else None, scope=f"Table 3, {model}")
+             for model, rows in df.groupby(df["model"].fillna("unknown"), sort=True)]
+    return pd.concat(parts)
 
 
 def race_state(folders: list[str]) -> dict | None:
@@ -49,28 +66,46 @@ def race_state(folders: list[str]) -> dict | None:
     return None
 
 
+def _num(v, fmt: str = ".2f") -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
 def summary_lines(result: dict, race: dict | None) -> list[str]:
-    """What the fit supports, in plain lines: the confidence set, the selected point, σ, MDD, cost."""
+    """What the fit supports, in plain lines: the set (choice split), the selected point's test score, σ, MDD, cost."""
+    splits = result.get("splits") or {"choice_label": "Validation top-1", "report_label": "Test top-1"}
+    choose, show = splits["choice_label"].lower(), splits["report_label"].lower()
     lines = [f"fit ({result['method']}, {result['n_trials']} trials on {result['n_points']} distinct networks "
-             f"at phi=1): {result['note']}"]
-    lines.append(f"confidence set for the best ({len(result['confidence_set'])} of {result['n_points']}; "
-                 f"{result['confidence_method']}):")
+             f"at phi=1; every choice on {choose}, {show} reported only): {result['note']}"]
+    lines.append(f"confidence set for the best ({len(result['confidence_set'])} of {result['n_points']}, level "
+                 f"{result['level']:g}; {result['confidence_method']}):")
     for p in result["confidence_set"]:
         se = f" ± {p['se']:.2f}" if p.get("se") is not None else " (s.e. unknown)"
         cost = f", {p['measured_flops_factor']:.2f}x FLOPs" if p.get("measured_flops_factor") else ""
-        lines.append(f"  alpha={p['alpha']:.3g} beta={p['beta']:.3g} gamma={p['gamma']:.3g}: top-1 "
-                     f"{p['mean']:.2f}{se} ({p['seeds']} seeds){cost}")
+        lines.append(f"  alpha={p['alpha']:.3g} beta={p['beta']:.3g} gamma={p['gamma']:.3g}: {choose} "
+                     f"{p['mean']:.2f}{se} ({p['seeds']} seeds){cost}; {show} {_num(p.get('test_top1'))}")
     sel = result["selected"]
     lines.append(f"selected ({sel['rule']}): alpha={sel['alpha']:.3g} beta={sel['beta']:.3g} gamma={sel['gamma']:.3g}"
-                 f"; ranges over the set: alpha {result['alpha_ci']}, beta {result['beta_ci']}, "
-                 f"gamma {result['gamma_ci']}")
-    sigma, mdd = result.get("sigma"), result.get("mdd")
-    lines.append(f"seed noise sigma = {sigma:.2f} points; smallest detectable difference (80% power) = {mdd:.2f}; "
-                 f"seeds per point to separate the top two: {result.get('seeds_to_resolve')}"
-                 if sigma is not None and mdd is not None else "seed noise: cannot be estimated (one seed per point)")
+                 f": {choose} {sel['mean']:.2f}, {show} {_num(sel.get('test_top1'))} ± {_num(sel.get('test_se'))}; "
+                 f"ranges over the set: alpha {result['alpha_ci']}, beta {result['beta_ci']}, gamma {result['gamma_ci']}")
+    sigma, mdd, test = result.get("sigma"), result.get("mdd"), result.get("mdd_test")
+    noisy = [p["key"] for p in result.get("points", []) if p.get("own_noise")]
+    if sigma is None:
+        lines.append("seed noise: cannot be estimated (one seed per point)")
+    elif mdd is None:
+        lines.append(f"seed noise: sigma = {sigma:.2f} ({choose}): the replicate seeds agree exactly; nothing excluded")
+    else:
+        r = result.get("seeds_to_resolve") or {}
+        lines.append(f"seed noise used by the comparisons: sigma = {sigma:.2f} points ({choose}, pooled after shared "
+                     f"seed effects, {result['df']} d.f.)"
+                     + (f"; {len(noisy)} noisier point(s) use their own" if noisy else "")
+                     + f"; smallest detectable gap to the selected point ({test['power']:.0%} power, one-sided, "
+                     f"{test['comparisons']} comparisons, about {test['df']:.1f} d.f.) = {mdd:.2f}"
+                     + (f"; seeds per point to separate the top two: {r['low']} to {r['high']}" if r else ""))
+    race = result.get("race") or race
     if race:
         used, full = race.get("trials"), race.get("full_grid_trials")
-        lines.append(f"race: {race.get('reason')} after round {race.get('round')}; {used} trials"
+        lines.append(f"race: {race.get('reason')} after round {race.get('round')}, level {_num(race.get('level'), 'g')}"
+                     f" ({len(race.get('alive') or [])} point(s) left = the set above); {used} trials"
                      + (f" of the full grid's {full} ({used / full:.0%})" if used and full else "")
                      + (f", {race.get('train_seconds'):.0f} s of training" if race.get("train_seconds") else ""))
     return lines
@@ -80,24 +115,29 @@ def report(folders: list[str], out: Path, only: tuple[str, ...] = FIGURES, name:
            wandb_mode: str | None = None, recipe: str | None = None, rule: str = "highest_mean") -> dict:
     """Run the pipeline; return {'results', 'fit', 'files'}."""
     out = Path(out)
-    df = collect.collect(folders, report=lambda m: print(m, file=sys.stderr))
-    if df.empty:
+    collected = collect.collect(folders, report=lambda m: print(m, file=sys.stderr))
+    if collected.empty:
         raise FitError(f"no result records under {', '.join(folders)}")
-    df = one_recipe(df, recipe)
-    files = collect.save(df, out / "results.csv")
-    counts = df["status"].value_counts().to_dict()
+    if recipe and "recipe" in collected and recipe not in set(collected["recipe"]):
+        raise FitError(f"--recipe {recipe}: not found; recipes here: "
+                       f"{', '.join(collected['recipe'].dropna().unique())}")
+    table3 = collected[collected["kind"] == "table3"] if "table3" in only and "kind" in collected else collected[:0]
+    table3 = recipe_per_model(table3, recipe)  # every model, each with one recipe
+    df = one_recipe(collected, recipe) if set(only) - {"table3"} else collected[:0]  # the fit and other figures
+    analysed = pd.concat([df, table3])
+    analysed = analysed[~analysed.index.duplicated()]  # each collected trial once
+    files = collect.save(analysed, out / "results.csv")
+    counts = analysed["status"].value_counts().to_dict()
     result, race = None, race_state(folders)
     compound = df[(df["method"] == "compound") & np.isclose(df["phi"].astype(float), 1.0)] if "phi" in df else df[:0]
     if compound.groupby(["alpha", "beta", "gamma"]).ngroups >= 2:  # a grid to search, not a single point
-        try:
-            result = fit(compound, rule=rule)  # the φ = 1 grid search itself
+        try:  # the φ = 1 grid search itself; a raced folder gets the race's own set and level
+            result = race_decision(compound, race, rule=rule) if race else fit(compound, rule=rule)
         except FitError as err:
             print(f"fit skipped: {err}", file=sys.stderr)
     if result:
-        if race:
-            result["race"] = {k: race.get(k) for k in ("round", "reason", "alive", "dropped", "trials",
-                                                        "train_seconds", "full_grid_trials", "history")}
-        (out / "fit.json").write_text(json.dumps(result, indent=2) + "\n")
+        race = result.get("race", race)  # the decision's own rounds, so the heat map and the set agree
+        write_text_atomic(out / "fit.json", json.dumps(result, indent=2) + "\n")
         files.append(out / "fit.json")
     ok = plots.ok(df)
     if "accuracy_vs_flops" in only and ok["method"].isin(["depth", "width", "resolution", "compound"]).any():
@@ -106,20 +146,21 @@ def report(folders: list[str], out: Path, only: tuple[str, ...] = FIGURES, name:
         files += plots.grid_heatmap(df, out, result, race=race)
     if "fig4" in only and (ok["kind"] == "width_at_depth_resolution").any():
         files += plots.width_at_depth_resolution(df, out)
-    if "table3" in only and (ok["kind"] == "table3").any():
-        files += plots.table3(df, out)
+    if "table3" in only and (plots.ok(table3)["kind"] == "table3").any():
+        files += plots.table3(table3, out)  # every model, each with its own recipe
     if wandb_mode:
         from analysis.wandb_summary import log_summary
 
-        run_dir = log_summary(df, [f for f in files if f.suffix == ".png"], result, mode=wandb_mode,
-                              group=",".join(sorted(df["study"].dropna().unique())), directory=out)
+        run_dir = log_summary(analysed, [f for f in files if f.suffix == ".png"], result, mode=wandb_mode,
+                              group=",".join(sorted(analysed["study"].dropna().unique())), directory=out)
         files.append(Path(run_dir))
-    print(f"{len(df)} trial records ({', '.join(f'{n} {s}' for s, n in counts.items())}) from {', '.join(folders)}")
+    print(f"{len(analysed)} of {len(collected)} trial records analysed "
+          f"({', '.join(f'{n} {s}' for s, n in counts.items())}) from {', '.join(folders)}")
     for f in files:
         print(f"  wrote {f}")
     if result:
         print("\n".join(summary_lines(result, race)))
-    return {"results": df, "fit": result, "files": files}
+    return {"results": analysed, "fit": result, "files": files}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -131,7 +172,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--name", default="accuracy_vs_flops", help="file name of the accuracy-vs-FLOPs figure")
     ap.add_argument("--rule", default="highest_mean", choices=["highest_mean", "cheapest"],
                     help="how to pick one point from the confidence set")
-    ap.add_argument("--recipe", help="recipe id to analyse when folders mix recipes (default: the largest)")
+    ap.add_argument("--recipe",
+                    help="recipe id to analyse when folders mix recipes (default: the largest; Table 3: per model)")
     ap.add_argument("--wandb", nargs="?", const="offline", choices=["offline", "online"],
                     help="also log a W&B summary run (default offline)")
     args = ap.parse_args(argv)

@@ -28,6 +28,9 @@ import numpy as np
 import pandas as pd
 from scipy import integrate, special, stats
 
+from analysis import frame
+from analysis.metrics import CHOICE, REPORT
+
 KEY = ["alpha", "beta", "gamma"]
 LEVEL = 0.05  # 1 − confidence of the set for the best
 POWER = 0.80  # for mdd and seeds_to_resolve
@@ -45,34 +48,44 @@ def point_key(alpha: float, beta: float, gamma: float, arch: str | None = None) 
     return ",".join(f"{float(v):.6g}" for v in (alpha, beta, gamma))
 
 
-def with_keys(trials: pd.DataFrame) -> pd.DataFrame:
-    """Trials with a `point` key and the point's `aliases`; each (point, seed) once (alias rows repeat a trial)."""
+def with_keys(trials: pd.DataFrame, value: str = CHOICE) -> pd.DataFrame:
+    """Trials with a `point` key and the point's `aliases`; each (point, seed) once (alias rows repeat a trial).
+
+    FitError (one line) when the records mix recipes or hold two distinct runs of one point and seed.
+    """
     arch = trials["arch"] if "arch" in trials.columns else pd.Series(None, index=trials.index, dtype=object)
     keys = [point_key(a, b, g, r) for a, b, g, r in zip(trials.alpha, trials.beta, trials.gamma, arch)]
     t = trials.assign(point=keys, **{k: trials[k].astype(float).round(6) for k in KEY})
     aliases = {p: sorted(set(map(tuple, g[KEY].to_numpy().tolist()))) for p, g in t.groupby("point")}
-    t = t.sort_values(["point", "seed", *KEY], kind="stable").drop_duplicates(["point", "seed"])
+    t = frame.check(t.sort_values(["point", "seed", *KEY], kind="stable"), ["point", "seed"], value, FitError)
     return t.assign(aliases=t["point"].map(aliases)).reset_index(drop=True)
 
 
-def sigma_within(trials: pd.DataFrame) -> float | None:
-    """Pooled within-point s.d. of top-1 over seeds; None when no point has 2 seeds."""
-    g = trials.groupby("point")["top1"]
+def sigma_within(trials: pd.DataFrame, value: str = CHOICE) -> float | None:
+    """Pooled within-point s.d. of `value` over seeds; None when no point has 2 seeds."""
+    g = trials.groupby("point")[value]
     dof = (g.size() - 1).sum()
     if dof < 1:
         return None
-    return float(math.sqrt(((trials["top1"] - g.transform("mean")) ** 2).sum() / dof))
+    return float(math.sqrt(((trials[value] - g.transform("mean")) ** 2).sum() / dof))
 
 
 @dataclass(frozen=True)
 class Design:
-    """The additive model's matrices for one layout of (point, seed) trials."""
+    """The additive model's matrices for one layout of (point, seed) trials, and what each point's noise weighs."""
 
     X: np.ndarray  # trials × parameters: point indicators, then seed indicators (first seed dropped)
     means: np.ndarray  # points × parameters: each point's seed-adjusted mean (averaged over all seeds)
     paired: bool  # seed effects in the model
     df: int  # residual degrees of freedom
     n_seeds: int
+    point: np.ndarray  # trials: the point index of each trial
+    L: np.ndarray  # points × trials: each seed-adjusted mean as weights on the trials
+    R: np.ndarray  # trials × trials: residual projector I − X·X⁺
+    own_n: np.ndarray  # points: E[residual sum of squares at the point] / its variance (Σ 1 − leverage)
+    own_df: np.ndarray  # points: Satterthwaite d.f. of the point's own variance (n − 1 when balanced)
+    W: np.ndarray  # points × points × points: [i, j, p] weight of point p's variance in var(μ̂_j − μ̂_i)
+    pairs: tuple  # (i, j, runs of i, runs of j) on the seeds i < j share, in seed order; 2+ shared seeds
 
 
 def design(point: np.ndarray, seed: np.ndarray, k: int | None = None) -> Design:
@@ -81,12 +94,27 @@ def design(point: np.ndarray, seed: np.ndarray, k: int | None = None) -> Design:
     k = int(point.max()) + 1 if k is None else k
     P = np.eye(k)[point]
     labels, s = np.unique(np.asarray(seed), return_inverse=True)
+    X, means, paired = P, np.eye(k), False
     if len(labels) > 1:
-        X = np.hstack([P, np.eye(len(labels))[s][:, 1:]])
-        if np.linalg.matrix_rank(X) == X.shape[1] and len(point) > X.shape[1]:
+        Xs = np.hstack([P, np.eye(len(labels))[s][:, 1:]])
+        if np.linalg.matrix_rank(Xs) == Xs.shape[1] and len(point) > Xs.shape[1]:
+            X, paired = Xs, True
             means = np.hstack([np.eye(k), np.full((k, len(labels) - 1), 1 / len(labels))])
-            return Design(X, means, True, len(point) - X.shape[1], len(labels))
-    return Design(P, np.eye(k), False, len(point) - k, len(labels))
+    pinv = np.linalg.pinv(X)
+    L, R = means @ pinv, np.eye(len(point)) - X @ pinv
+    own_n = np.diag(R) @ P
+    frob = np.diag(P.T @ (R**2) @ P)  # Σ over the point's runs r, r' of R[r, r']²
+    own_df = np.divide(own_n**2, frob, out=np.zeros(k), where=frob > 1e-12)
+    D = L[None, :, :] - L[:, None, :]
+    runs = [{int(v): r for r, v in zip(np.flatnonzero(point == i), s[point == i])} for i in range(k)]
+    pairs = []
+    for i in range(k):
+        for j in range(i + 1, k):
+            shared = sorted(runs[i].keys() & runs[j].keys())
+            if len(shared) >= 2:
+                pairs.append((i, j, np.array([runs[i][v] for v in shared]), np.array([runs[j][v] for v in shared])))
+    return Design(X, means, paired, len(point) - X.shape[1], len(labels), point, L, R, own_n, own_df, (D**2) @ P,
+                  tuple(pairs))
 
 
 @dataclass(frozen=True)
@@ -95,44 +123,112 @@ class Comparison:
 
     mean: np.ndarray  # points × B: seed-adjusted means
     se: np.ndarray  # points × B
-    diff_se: np.ndarray  # points × points × B: se of μ̂_j − μ̂_i
-    sigma: np.ndarray  # B: residual s.d. (after shared seed effects when paired)
-    crit: float  # one-sided Bonferroni t quantile
+    diff_se: np.ndarray  # points × points × B: [i, j] s.e. of μ̂_j − μ̂_i
+    diff_df: np.ndarray  # points × points × B: its Welch–Satterthwaite degrees of freedom
+    sigma: np.ndarray  # B: pooled residual s.d. (after shared seed effects when paired)
+    point_sd: np.ndarray  # points × B: the s.d. each point's variance uses (its own when larger than sigma)
+    own: np.ndarray  # points × B: the point uses its own variance
+    each: float  # one-sided level of each comparison: level / (k − 1), k the points compared
+    among: np.ndarray  # points: the points compared (the others are in the design only)
     in_set: np.ndarray  # points × B
 
+    def crit(self) -> np.ndarray:
+        """points × points × B: each comparison's one-sided critical t."""
+        with np.errstate(invalid="ignore"):
+            return stats.t.ppf(1 - self.each, self.diff_df) if self.each < 1 else np.zeros_like(self.diff_df)
 
-def mcb(d: Design, y: np.ndarray, level: float = LEVEL, among: np.ndarray | None = None) -> Comparison:
-    """Hsu's MCB confidence set for the best among `among` (all points by default); y: trials (× studies)."""
+
+NOISE = ("per_point", "pooled")
+OWN_RATIO = 1.0
+INFLATE = 0.0
+PAIR = False
+CONT = 1
+HYB = 0.0
+
+
+def _noise(d: Design, E: np.ndarray, noise: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pooled variance B, each point's excess over it k × B, the excess's d.f. k) from the residuals."""
+    s2 = (E**2).sum(0) / d.df
+    k = len(d.own_n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        own = (np.eye(k)[d.point].T @ E**2) / d.own_n[:, None]
+    usable = (d.own_n > 1e-9) & (d.own_df >= 1)
+    excess = np.where(usable[:, None] & (noise == "per_point"), np.maximum(own - s2[None, :], 0.0), 0.0)
+    if INFLATE:
+        q = stats.chi2.ppf(INFLATE, np.maximum(d.own_df, 1)) / np.maximum(d.own_df, 1)
+        excess = excess / q[:, None]
+    return s2, excess, np.where(usable, d.own_df, np.inf)
+
+
+def mcb(d: Design, y: np.ndarray, level: float = LEVEL, among: np.ndarray | None = None,
+        noise: str = "per_point") -> Comparison:
+    """Hsu's MCB confidence set for the best among `among` (all points by default); y: trials (× studies).
+
+    noise: "per_point" (default; each point's own residual variance where larger than the pooled one,
+    Welch–Satterthwaite d.f. per comparison) or "pooled" (one σ for every point).
+    """
+    if noise not in NOISE:
+        raise FitError(f"noise={noise}: allowed: {', '.join(NOISE)}")
     Y = np.asarray(y, float).reshape(len(y), -1)
-    k = d.means.shape[0]
+    k, B = d.means.shape[0], Y.shape[1]
     among = np.ones(k, bool) if among is None else np.asarray(among, bool)
-    coef = np.linalg.lstsq(d.X, Y, rcond=None)[0]
-    mean = d.means @ coef
-    if d.df < 1:  # one seed per point: no noise estimate, nothing can be excluded
-        nan = np.full_like(mean, np.nan)
-        return Comparison(mean, nan, np.full((k, k, Y.shape[1]), np.nan), np.full(Y.shape[1], np.nan),
-                          math.nan, np.repeat(among[:, None], Y.shape[1], 1))
-    sigma = np.sqrt(((Y - d.X @ coef) ** 2).sum(0) / d.df)
-    V = d.means @ np.linalg.inv(d.X.T @ d.X) @ d.means.T  # unscaled covariance of the means
-    var_diff = np.clip(np.diag(V)[:, None] + np.diag(V)[None, :] - 2 * V, 0, None)
-    diff_se = np.sqrt(var_diff)[:, :, None] * sigma
     m = int(among.sum())
-    crit = float(stats.t.ppf(1 - level / (m - 1), d.df)) if m > 1 else 0.0
-    lead = mean[None, :, :] - mean[:, None, :]  # [i, j]: how far j is ahead of i
-    slack = 1e-9 * (1 + np.abs(mean).max())
-    beaten = (lead > crit * diff_se + slack) & among[None, :, None] & ~np.eye(k, dtype=bool)[:, :, None]
-    se = np.sqrt(np.diag(V))[:, None] * sigma
-    return Comparison(mean, se, diff_se, sigma, crit, among[:, None] & ~beaten.any(1))
+    each = level / (m - 1) if m > 1 else 1.0
+    mean = d.L @ Y
+    nan2, nan3 = np.full((k, B), np.nan), np.full((k, k, B), np.nan)
+    keep_all = np.repeat(among[:, None], B, 1)
+    if d.df < 1:  # one seed per point: no noise estimate, nothing can be excluded
+        return Comparison(mean, nan2, nan3, nan3, np.full(B, np.nan), nan2, np.zeros((k, B), bool), each, among,
+                          keep_all)
+    E = d.R @ Y
+    s2, excess, dfp = _noise(d, E, noise)
+    v = s2[None, :] + excess  # each point's variance: the pooled one, or its own where larger
+    own = excess > 0
+    pooled_part = d.W.sum(2)[:, :, None] * s2[None, None, :]
+    excess_part = np.einsum("ijp,pb->ijb", d.W, excess)
+    var = pooled_part + excess_part
+    denom = pooled_part**2 / d.df + np.einsum("ijp,pb->ijb", d.W**2, excess**2 / dfp[:, None])
+    if not CONT:  # C1: a point on its own variance carries all of it on its own d.f. (from HYB d.f. up)
+        c1 = own & (d.own_df[:, None] >= HYB)
+        cont = own & ~c1
+        pooled_only = np.einsum("ijp,pb->ijb", d.W, np.where(c1, 0.0, s2[None, :]))
+        denom = (pooled_only**2 / d.df + np.einsum("ijp,pb->ijb", d.W**2, np.where(c1, v, 0.0)**2 / dfp[:, None])
+                 + np.einsum("ijp,pb->ijb", d.W**2, np.where(cont, excess, 0.0)**2 / dfp[:, None]))
+    if PAIR and noise == "per_point":
+        for i, j, ri, rj in d.pairs:
+            n = len(ri)
+            own_pair = (Y[rj] - Y[ri]).var(0, ddof=1) / n
+            q = stats.chi2.ppf(INFLATE, n - 1) / (n - 1) if INFLATE else 1.0
+            ex = np.maximum(own_pair - var[i, j], 0.0) / q
+            var[i, j] += ex
+            var[j, i] += ex
+            denom[i, j] += ex**2 / (n - 1)
+            denom[j, i] += ex**2 / (n - 1)
+    with np.errstate(divide="ignore", invalid="ignore"):  # Welch–Satterthwaite: pooled part on its d.f., excesses on theirs
+        diff_df = var**2 / denom
+        diff_se = np.sqrt(var)
+        lead = mean[None, :, :] - mean[:, None, :]  # [i, j]: how far j is ahead of i
+        p = stats.t.sf(lead / diff_se, diff_df)
+    scale = 1 + np.abs(Y).max(0)
+    noisy = np.sqrt(s2) > 1e-9 * scale  # σ̂ = 0: replicate seeds agree exactly, no noise estimate
+    slack = 1e-9 * scale
+    beaten = ((p < each) & (lead > slack) & noisy & among[None, :, None] & among[:, None, None]
+              & ~np.eye(k, dtype=bool)[:, :, None])
+    se = np.sqrt((d.L**2 @ np.eye(k)[d.point]) @ v)
+    return Comparison(mean, se, diff_se, diff_df, np.sqrt(s2), np.sqrt(v), own, each, among,
+                      keep_all & ~beaten.any(1))
 
 
-def within(c: Comparison, keep: np.ndarray, delta: float) -> bool:
-    """True when every pair in `keep` differs by less than `delta` with the set's confidence (study 0)."""
-    idx = np.flatnonzero(keep)
-    if delta <= 0 or len(idx) < 2 or not np.isfinite(c.crit):
-        return False
-    sub = np.ix_(idx, idx, [0])
-    lead = np.abs(c.mean[idx, 0][None, :] - c.mean[idx, 0][:, None])
-    return bool(np.all(lead + c.crit * c.diff_se[sub][:, :, 0] <= delta))
+def within(c: Comparison, keep: np.ndarray, delta: float) -> np.ndarray:
+    """Per study: every pair in `keep` differs by less than `delta` with the set's confidence (False for < 2)."""
+    keep = np.asarray(keep, bool).reshape(c.mean.shape[0], -1)
+    if delta <= 0:
+        return np.zeros(c.mean.shape[1], bool)
+    pair = keep[:, None, :] & keep[None, :, :]
+    lead = np.abs(c.mean[None, :, :] - c.mean[:, None, :])
+    with np.errstate(invalid="ignore"):
+        close = lead + c.crit() * c.diff_se <= delta
+    return (keep.sum(0) >= 2) & np.where(pair, close, True).all((0, 1))
 
 
 def studentized(d: Design, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -170,41 +266,46 @@ def layout(trials: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, Design]:
     return keys, idx, design(idx, trials["seed"].to_numpy(), len(keys))
 
 
-def drop_outliers(trials: pd.DataFrame, level: float = LEVEL) -> tuple[pd.DataFrame, pd.DataFrame]:
+def drop_outliers(trials: pd.DataFrame, level: float = LEVEL, value: str = CHOICE) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(trials without outlier runs, the dropped runs with their studentized residual and p); see outliers()."""
     _, idx, d = layout(trials)
-    y = trials["top1"].to_numpy(float)
+    y = trials[value].to_numpy(float)
     drop = outliers(idx, d, y, level)
     t, p = studentized(d, y)
     return trials[~drop], trials.assign(residual=t, p_bonferroni=p)[drop]
 
 
-def mdd(sigma: float | None, n: float, df: int | None = None, level: float = LEVEL,
-        power: float = POWER) -> float | None:
-    """Minimum detectable difference between two points with n seeds each.
+def mdd(se, df, each: float, power: float = POWER):
+    """Minimum detectable difference of one comparison of the set's test.
 
-    (t₁₋ₗₑᵥₑₗ/₂ + t_power)·σ·√(2/n) on `df` degrees of freedom (normal quantiles when df is None):
-    a true gap this large is detected by a two-sided level-`level` t test with probability `power`.
+    (t₁₋ₑₐ꜀ₕ + t_power)·s.e. on the comparison's d.f.: a point this far behind another is excluded
+    by the one-sided test at level `each` (the set's level / (k − 1)) with probability about `power`.
+    Arrays broadcast; NaN where the s.e. or d.f. is unknown.
     """
-    if sigma is None or not np.isfinite(sigma) or n < 1:
-        return None
-    q = stats.norm if df is None else stats.t(df)
-    return float((q.ppf(1 - level / 2) + q.ppf(power)) * sigma * math.sqrt(2 / n))
+    se, df = np.asarray(se, float), np.asarray(df, float)
+    with np.errstate(invalid="ignore"):
+        return (stats.t.ppf(1 - each, df) + stats.t.ppf(power, df)) * se
 
 
-def seeds_to_resolve(gap: float, sigma: float | None, k: int, level: float = LEVEL, power: float = POWER,
-                     cap: int = SEEDS_CAP) -> int | str | None:
-    """Seeds per point for the MCB to separate two points `gap` apart with probability `power`.
+def seeds_to_resolve(gap: float, se: float, df: float, seeds: float, each: float, power: float = POWER,
+                     confidence: float = 0.90, cap: int = SEEDS_CAP) -> dict | None:
+    """Seeds per point to separate two points, as a range over a `confidence` interval on their true gap.
 
-    n = ⌈2·((z₁₋ₗₑᵥₑₗ/₍ₖ₋₁₎ + z_power)·σ / gap)²⌉ (normal approximation of the set's one-sided
-    Bonferroni test); above `cap`, or when gap ≈ 0, the string ">cap". None without a noise estimate.
+    The observed gap is noise itself, so the answer is a range: n(δ) = ⌈seeds·((z₁₋ₑₐ꜀ₕ + z_power)·s.e./δ)²⌉
+    (the comparison's s.e. shrinks as 1/√seeds; normal quantiles, since more seeds bring more d.f.)
+    at both ends of gap ± t·s.e.; ">cap" where the interval reaches 0 or n exceeds `cap`. None without noise.
     """
-    if sigma is None or not np.isfinite(sigma):
+    if not (np.isfinite(se) and se > 0 and np.isfinite(df)):
         return None
-    z = stats.norm.ppf(1 - level / max(k - 1, 1)) + stats.norm.ppf(power)
-    if gap <= 1e-12 or 2 * (z * sigma / gap) ** 2 > cap:
-        return f">{cap}"
-    return max(2, math.ceil(2 * (z * sigma / gap) ** 2))
+    half = stats.t.ppf(0.5 + confidence / 2, df) * se
+    lo, hi = gap - half, gap + half
+    z = stats.norm.ppf(1 - each) + stats.norm.ppf(power)
+
+    def need(delta: float) -> int | str:
+        n = math.inf if delta <= 1e-12 else seeds * (z * se / delta) ** 2
+        return f">{cap}" if n > cap else max(2, math.ceil(n))
+
+    return {"low": need(hi), "high": need(lo), "gap_interval": [lo, hi], "confidence": confidence}
 
 
 def expected_max(m: int) -> float:
@@ -219,52 +320,72 @@ def expected_max(m: int) -> float:
 class Analysis:
     """The statistics of one study: a row per point plus the noise summary."""
 
-    points: pd.DataFrame  # point, alpha, beta, gamma, aliases, seeds, mean, se, raw_mean, flops,
-    #                       measured_flops_factor, train_seconds, in_set; sorted by point key
-    sigma: float | None  # pooled within-point s.d.
-    sigma_compare: float | None  # residual s.d. the comparisons use (after shared seed effects)
-    df: int
+    points: pd.DataFrame  # point, alpha, beta, gamma, aliases, seeds, mean, se, sd_used, own_noise, raw_mean,
+    #                       test_mean, test_se, flops, measured_flops_factor, train_seconds, in_set; by point key
+    sigma: float | None  # pooled residual s.d. the comparisons use (after shared seed effects); None: unknown
+    sigma_within: float | None  # pooled within-point s.d. (descriptive; seed effects not removed)
+    df: int  # pooled residual degrees of freedom
     paired: bool
-    crit: float | None
+    level: float  # the set's level
+    each: float  # one-sided level of each comparison
+    noise: str  # NOISE
+    exact: bool  # σ̂ = 0: the replicate seeds agree exactly, so nothing is excluded
     method: str  # one sentence
     design: Design  # rows in the order of the analysed trials
     comparison: Comparison
 
 
-def summaries(trials: pd.DataFrame) -> pd.DataFrame:
-    """One row per point: first alias's α, β, γ, aliases, seeds, raw mean, FLOPs, measured cost, training time."""
+def summaries(trials: pd.DataFrame, value: str = CHOICE, report: str = REPORT) -> pd.DataFrame:
+    """One row per point: first alias's α, β, γ, aliases, seeds, raw means of both splits, FLOPs, cost, time."""
     g = trials.groupby("point", sort=True)
     out = g.agg(alpha=("alpha", "first"), beta=("beta", "first"), gamma=("gamma", "first"),
-                aliases=("aliases", "first"), seeds=("top1", "size"), raw_mean=("top1", "mean"))
+                aliases=("aliases", "first"), seeds=(value, "size"), raw_mean=(value, "mean"))
     num = {c: pd.to_numeric(trials[c], errors="coerce") if c in trials else pd.Series(np.nan, trials.index)
-           for c in ("flops", "measured_flops_factor", "train_seconds")}
+           for c in ("flops", "measured_flops_factor", "train_seconds", report)}
+    out["test_mean"] = num[report].groupby(trials["point"]).mean()  # reported, never chooses
+    out["test_se"] = num[report].groupby(trials["point"]).sem()  # s.d. over seeds / √seeds
     out["flops"] = num["flops"].groupby(trials["point"]).mean()  # multiply-adds
     out["measured_flops_factor"] = num["measured_flops_factor"].groupby(trials["point"]).mean()
     out["train_seconds"] = num["train_seconds"].groupby(trials["point"]).sum(min_count=1)  # seconds
     return out.reset_index()
 
 
-def compare(trials: pd.DataFrame, level: float = LEVEL, among=None) -> tuple[np.ndarray, Design, Comparison]:
+def compare(trials: pd.DataFrame, level: float = LEVEL, among=None, noise: str = "per_point",
+            value: str = CHOICE) -> tuple[np.ndarray, Design, Comparison]:
     """MCB on a table of keyed trials: the sorted point keys, the design and the comparison."""
     keys, _, d = layout(trials)
     mask = np.ones(len(keys), bool) if among is None else np.isin(keys, list(among))
-    return keys, d, mcb(d, trials["top1"].to_numpy(float), level, mask)
+    return keys, d, mcb(d, trials[value].to_numpy(float), level, mask, noise)
 
 
-def analyze(trials: pd.DataFrame, level: float = LEVEL, among: list[str] | None = None) -> Analysis:
-    """Point summaries and the MCB confidence set for the best among `among` (default: every point)."""
-    keys, d, c = compare(trials, level, among)
-    pts = summaries(trials).set_index("point").loc[keys].reset_index()  # the comparison's point order
-    sigma = sigma_within(trials)
-    pts = pts.assign(mean=c.mean[:, 0], se=c.se[:, 0], in_set=c.in_set[:, 0])
-    k = len(keys) if among is None else int(np.isin(keys, list(among)).sum())
+def _method(d: Design, c: Comparison, k: int, level: float, noise: str, exact: bool) -> str:
+    """The set's test in one sentence, with the noise it used."""
     if d.df < 1:
-        method = ("none: with one seed per point the noise cannot be estimated, so no point can be excluded "
-                  "and every point is kept")
-        return Analysis(pts, None, None, 0, False, None, method, d, c)
+        return ("none: with one seed per point the noise cannot be estimated, so no point can be excluded "
+                "and every point is kept")
+    if exact:
+        return ("none: the replicate seeds agree exactly at every point (residual s.d. 0), so the noise cannot be "
+                "estimated from them; no point is excluded and every point is kept")
     model = ("an additive point + seed model (paired by shared seed)" if d.paired else
              "a one-way model (seeds not shared, unpaired)")
-    method = (f"multiple comparisons with the best (Hsu 1996): a point is kept unless another beats it by more "
-              f"than t·s.e., one-sided, Bonferroni over the {k - 1} comparisons at {level:g} (t = {c.crit:.2f} on "
-              f"{d.df} d.f.), on seed-adjusted means from {model}; residual s.d. {c.sigma[0]:.3g}")
-    return Analysis(pts, sigma, float(c.sigma[0]), d.df, d.paired, c.crit, method, d, c)
+    noisy = int(c.own[:, 0].sum())
+    per_point = (f"each point's variance is its own residual variance where that is larger than the pooled one "
+                 f"({noisy} point(s) here), else the pooled; each comparison's s.e. combines the two points' "
+                 f"variances, on Welch–Satterthwaite d.f." if noise == "per_point" else "one pooled variance")
+    return (f"multiple comparisons with the best (Hsu 1996): a point is kept unless another beats it by more than "
+            f"t·s.e., one-sided, Bonferroni over the {k - 1} comparisons at {level:g}, on seed-adjusted means from "
+            f"{model}; noise: {per_point}; pooled residual s.d. {c.sigma[0]:.3g} on {d.df} d.f.")
+
+
+def analyze(trials: pd.DataFrame, level: float = LEVEL, among: list[str] | None = None, noise: str = "per_point",
+            value: str = CHOICE) -> Analysis:
+    """Point summaries and the MCB confidence set for the best among `among` (default: every point)."""
+    keys, d, c = compare(trials, level, among, noise, value)
+    pts = summaries(trials, value).set_index("point").loc[keys].reset_index()  # the comparison's point order
+    pts = pts.assign(mean=c.mean[:, 0], se=c.se[:, 0], sd_used=c.point_sd[:, 0], own_noise=c.own[:, 0],
+                     in_set=c.in_set[:, 0])
+    k = len(keys) if among is None else int(np.isin(keys, list(among)).sum())
+    sigma = float(c.sigma[0]) if d.df >= 1 else None
+    exact = sigma is not None and sigma <= 1e-9 * (1 + float(np.abs(trials[value]).max()))
+    return Analysis(pts, sigma, sigma_within(trials, value), max(d.df, 0), d.paired, level, c.each, noise, exact,
+                    _method(d, c, k, level, noise, exact), d, c)

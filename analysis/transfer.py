@@ -10,10 +10,17 @@ prediction), `uniform` (α = β² = γ² = 2^(1/3)), the cost-matched single dim
 `resolution` (scaling.matching; their `phi` is that of the compound model they match) and
 `baseline` (φ = 0; a φ = 0 row of any strategy is the baseline).
 
-Comparisons are paired by seed (same seed, same data order) at the largest φ: mean difference with
-a 95% t interval. The best single dimension is picked on the same seeds, which favours it: a win
-for compound scaling is conservative. The smallest detectable difference is
-(t(0.975) + t(0.80))·s.e. of the paired difference: 80% power at the 5% level.
+Comparisons are paired by seed (same seed, same data order) at the largest φ, on test top-1
+(metrics.REPORT): mean difference with a 95% t interval. "Best single dimension" is picked on
+validation top-1 (metrics.CHOICE), and a row's difference to it is corrected for that pick, which
+the trained networks' shared noise makes on nearly the same numbers as the test's (winner's curse):
+- the interval is for θ = row − max_k single_k: its lower end is the smallest of the k paired lower
+  ends (row beats the best only if it beats every single), its upper end the smallest of the k upper
+  ends at 2.5%/k (Bonferroni), so each direction errs ≤ 2.5% whichever single is truly best;
+- the difference is cross-fitted: for each seed, the best single is picked on the other seeds'
+  validation top-1 and judged on this seed's test top-1 (unbiased when the singles tie).
+The smallest detectable difference is (t(1 − 0.025/k) + t(0.80))·s.e. of the paired difference:
+80% power for the wider end. Every other interval in the table is 95% for its own comparison only.
 """
 
 from __future__ import annotations
@@ -22,12 +29,15 @@ import argparse
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from analysis.metrics import METHODS, METRICS
+from analysis.frame import check
+from analysis.metrics import CHOICE, METHODS, METRICS, REPORT
+from scaling.record import write_text_atomic  # no torch
 
 SINGLE = ("depth", "width", "resolution")
 COMPOUND = ("selected", "paper", "star", "uniform")
@@ -39,9 +49,10 @@ STRATEGIES = {  # table and legend order: label, colour
     "uniform": ("Uniform, α = β² = γ² = 2^(1/3)", "tab:gray"),
     **{d: (f"{METHODS[d][0]}, cost-matched", METHODS[d][1]) for d in SINGLE},
 }
-REQUIRED = ("strategy", "phi", "seed", "top1", "flops")
+REQUIRED = ("strategy", "phi", "seed", REPORT, "flops")
+LEVEL = 0.05  # every interval is 1 − LEVEL, two-sided
 TOLERANCE = 0.05  # FLOPs within ±5% of the compound row count as equal cost (scaling.matching)
-FLOPS, TOP1 = METRICS["flops"], METRICS["top1"]
+FLOPS, TOP1 = METRICS["flops"], METRICS[REPORT]
 
 
 class TransferError(ValueError):
@@ -49,7 +60,8 @@ class TransferError(ValueError):
 
 
 def trials(df: pd.DataFrame, native_size: int | None = None) -> pd.DataFrame:
-    """ok trials, one row per (strategy, φ, seed) (repeats averaged); φ = 0 rows become `baseline`.
+    """ok trials, one row per (strategy, φ, seed); φ = 0 rows become `baseline`; a (strategy, φ, seed) with
+    two distinct runs, or records of two recipes, is one TransferError line.
 
     Records of the harness: the unscaled baseline (method `baseline`) is the `baseline` strategy, and a
     cost-matched single-dimension trial carries the φ of the compound model it matches (its
@@ -70,7 +82,7 @@ def trials(df: pd.DataFrame, native_size: int | None = None) -> pd.DataFrame:
     if missing:
         raise TransferError(f"missing columns: {', '.join(missing)}; the transfer report needs {', '.join(REQUIRED)}")
     rows = df[df["status"] == "ok"] if "status" in df.columns else df
-    rows = rows[rows["strategy"].notna() & rows["top1"].notna()].copy()
+    rows = rows[rows["strategy"].notna() & rows[REPORT].notna()].copy()
     unknown = sorted(set(rows["strategy"]) - set(STRATEGIES))
     if unknown:
         raise TransferError(f"strategy {unknown[0]!r} is unknown; allowed: {', '.join(STRATEGIES)}")
@@ -85,33 +97,88 @@ def trials(df: pd.DataFrame, native_size: int | None = None) -> pd.DataFrame:
         if col not in rows.columns:
             rows[col] = np.nan
     rows["upscaled"] = rows["upscaled"].fillna(False).astype(bool)
+    rows = check(rows, ["strategy", "phi", "seed"], REPORT, TransferError)  # one line on duplicate runs or mixed recipes
+    if CHOICE not in rows.columns:
+        rows[CHOICE] = np.nan
     shape = rows.groupby(["strategy", "phi"])[["depth_mult", "width_mult", "resolution_mult"]].nunique()
     if (shape > 1).any(axis=None):
         s, phi = shape[(shape > 1).any(axis=1)].index[0]
         raise TransferError(f"strategy {s!r} at phi={phi:g} has more than one model (d, w, r); "
                             "allowed: one per strategy and phi")
-    agg = {"top1": "mean", "flops": "mean", "measured_flops_factor": "mean", "depth_mult": "first",
+    agg = {REPORT: "mean", CHOICE: "mean", "flops": "mean", "measured_flops_factor": "mean", "depth_mult": "first",
            "width_mult": "first", "resolution_mult": "first", "resolution": "first", "upscaled": "max"}
     return rows.groupby(["strategy", "phi", "seed"], as_index=False).agg(agg)
 
 
 def paired(a: pd.DataFrame, b: pd.DataFrame) -> dict:
-    """a − b in top-1, paired by seed: mean, 95% t interval, seeds, smallest detectable difference."""
+    """a − b in test top-1, paired by seed: mean, 95% t interval, seeds, smallest detectable difference."""
     from scipy import stats  # deferred: --help stays fast
 
-    d = (a.set_index("seed")["top1"] - b.set_index("seed")["top1"]).dropna()
+    d = (a.set_index("seed")[REPORT] - b.set_index("seed")[REPORT]).dropna()
     n = len(d)
     out = {"diff": float(d.mean()) if n else None, "lo": None, "hi": None, "n": n, "mde": None}
     if n >= 2:
         se = float(d.std(ddof=1)) / math.sqrt(n)
-        t975, t80 = stats.t.ppf(0.975, n - 1), stats.t.ppf(0.80, n - 1)
+        t975, t80 = stats.t.ppf(1 - LEVEL / 2, n - 1), stats.t.ppf(0.80, n - 1)
         out.update(lo=out["diff"] - t975 * se, hi=out["diff"] + t975 * se, mde=(t975 + t80) * se)
     return out
+
+
+def versus_best(row: np.ndarray, singles: np.ndarray, choice: np.ndarray, level: float = LEVEL) -> dict:
+    """θ = row − max_k single_k in test top-1, per study (leading axis), paired by seed (NaN = no trial).
+
+    row: studies × seeds (test); singles, choice: studies × k × seeds (test, validation). Returns arrays
+    over studies: `best` (index of the single with the highest mean `choice`), `diff` (cross-fitted:
+    each seed's best single picked on the other seeds' `choice`), `lo`, `hi` (selection-corrected,
+    see the module docstring; NaN unless every single has ≥ 2 paired seeds), `n` (seeds paired with
+    the best), `mde`."""
+    from scipy import stats  # deferred: --help stays fast
+
+    d = row[:, None, :] - singles  # studies × k × seeds
+    k = d.shape[1]
+    n = np.isfinite(d).sum(axis=2)
+    with warnings.catch_warnings():  # all-NaN slices (a missing trial) give NaN, as they should
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(d, axis=2)
+        se = np.nanstd(d, axis=2, ddof=1) / np.sqrt(n)
+        t_lo, t_hi = stats.t.ppf(1 - level / 2, n - 1), stats.t.ppf(1 - level / (2 * k), n - 1)
+        lo = np.where(n >= 2, mean - t_lo * se, np.nan).min(axis=1)  # NaN when any single lacks an interval
+        hi = np.where(n >= 2, mean + t_hi * se, np.nan).min(axis=1)
+        score = np.where(np.isfinite(choice) & np.isfinite(d), choice, np.nan)
+        best = np.nan_to_num(np.nanmean(score, axis=2), nan=-np.inf).argmax(axis=1)
+        held_out = []
+        for s in range(d.shape[2]):  # seed s judged by the single that led on the other seeds
+            others = np.nanmean(np.delete(score, s, axis=2), axis=2)
+            others = np.where(np.isfinite(d[:, :, s]), others, np.nan)
+            pick = np.nan_to_num(others, nan=-np.inf).argmax(axis=1)
+            held_out.append(np.where(np.isfinite(others).any(axis=1), d[np.arange(len(d)), pick, s], np.nan))
+        cross = np.nanmean(np.column_stack(held_out), axis=1)
+    at = np.arange(len(d))
+    plain = mean[at, best]
+    diff = np.where((n[at, best] >= 2) & np.isfinite(cross), cross, plain)
+    diff = np.where(np.isfinite(lo) & np.isfinite(hi), np.clip(diff, lo, np.maximum(lo, hi)), diff)
+    mde = (t_hi[at, best] + stats.t.ppf(0.80, np.maximum(n[at, best] - 1, 1))) * se[at, best]
+    return {"best": best, "diff": diff, "lo": lo, "hi": hi, "n": n[at, best],
+            "mde": np.where(n[at, best] >= 2, mde, np.nan)}
 
 
 def _reference(present: list[str]) -> str | None:
     """The compound row every mismatch is measured against: selected, else the first compound present."""
     return next((s for s in COMPOUND if s in present), None)
+
+
+def _against_best(r: pd.DataFrame, at: dict[str, pd.DataFrame], singles: list[str], by: str) -> dict:
+    """The row `r` against the best of `singles` (versus_best on one study): table columns vs_best*."""
+    seeds = sorted(set(r["seed"]).union(*(set(at[s]["seed"]) for s in singles)))
+
+    def grid(frame: pd.DataFrame, col: str) -> np.ndarray:
+        return frame.set_index("seed")[col].reindex(seeds).to_numpy(float)
+
+    v = versus_best(grid(r, REPORT)[None], np.stack([grid(at[s], REPORT) for s in singles])[None],
+                    np.stack([grid(at[s], by) for s in singles])[None])
+    nan = lambda x: None if not np.isfinite(x) else float(x)  # noqa: E731
+    return {"vs_best": nan(v["diff"][0]), "vs_best_lo": nan(v["lo"][0]), "vs_best_hi": nan(v["hi"][0]),
+            "vs_best_n": int(v["n"][0]), "vs_best_mde": nan(v["mde"][0]), "vs_best_of": singles[v["best"][0]]}
 
 
 def table(t: pd.DataFrame) -> pd.DataFrame:
@@ -123,7 +190,8 @@ def table(t: pd.DataFrame) -> pd.DataFrame:
     base_flops = t.loc[t["strategy"] == "baseline", "flops"].mean()
     at = {s: top[top["strategy"] == s] for s in present}
     singles = [s for s in SINGLE if s in at]
-    best = max(singles, key=lambda s: at[s]["top1"].mean()) if singles else None
+    by = CHOICE if singles and all(at[s][CHOICE].notna().all() for s in singles) else REPORT
+    best = max(singles, key=lambda s: at[s][by].mean()) if singles else None
     out = []
     for s in present:
         r = at[s]
@@ -136,16 +204,35 @@ def table(t: pd.DataFrame) -> pd.DataFrame:
             "factor": r["flops"].mean() / base_flops if base_flops == base_flops else np.nan,
             "mismatch_pct": 100 * (r["flops"].mean() / at[ref]["flops"].mean() - 1)
             if ref and s != "baseline" else np.nan,
-            "top1": r["top1"].mean(), "top1_se": r["top1"].std(ddof=1) / math.sqrt(n) if n > 1 else np.nan,
-            "seeds": n, "best_single": best,
+            "val_top1": r[CHOICE].mean(), "top1": r[REPORT].mean(),
+            "top1_se": r[REPORT].std(ddof=1) / math.sqrt(n) if n > 1 else np.nan,
+            "seeds": n, "best_single": best, "best_single_by": by,
         }
         row["off_cost"] = bool(ref and s != "baseline" and abs(row["mismatch_pct"]) > 100 * TOLERANCE + 1e-9)
-        for name, other in (("vs_best", best), ("vs_selected", "selected" if "selected" in at else None)):
-            p = paired(r, at[other]) if other and s != other and s != "baseline" else {}
-            row.update({f"{name}{k}": p.get(key) for k, key in
-                        (("", "diff"), ("_lo", "lo"), ("_hi", "hi"), ("_n", "n"), ("_mde", "mde"))})
+        others = [x for x in singles if x != s]
+        row.update(_against_best(r, at, others, by) if others and s not in ("baseline", best) else
+                   dict.fromkeys(("vs_best", "vs_best_lo", "vs_best_hi", "vs_best_n", "vs_best_mde", "vs_best_of")))
+        p = paired(r, at["selected"]) if "selected" in at and s not in ("selected", "baseline") else {}
+        row.update({f"vs_selected{k}": p.get(key) for k, key in
+                    (("", "diff"), ("_lo", "lo"), ("_hi", "hi"), ("_n", "n"), ("_mde", "mde"))})
         out.append(row)
     return pd.DataFrame(out)
+
+
+def multiplicity(tab: pd.DataFrame) -> str:
+    """How the table's intervals are corrected for multiplicity, with their count."""
+    shown = int(tab["vs_best_lo"].notna().sum() + tab["vs_selected_lo"].notna().sum())
+    k = sum(s in set(tab["strategy"]) for s in SINGLE)
+    by = "validation" if tab["best_single_by"].iloc[0] == CHOICE else "test (the records have no validation score)"
+    return (f"Multiplicity: each of the {shown} intervals is a {100 * (1 - LEVEL):g}% interval for its own "
+            f"comparison, paired by seed on test top-1, and they are not corrected jointly (by chance about "
+            f"{LEVEL * shown:.1f} of {shown} would miss). \"Δ vs best single\" is corrected for picking the best of "
+            f"the {k} single dimensions (on {by} top-1): its lower end is the lowest of the {k} paired lower ends, "
+            f"its upper end the lowest of the {k} upper ends at {100 * LEVEL / 2:g}%/{k} (Bonferroni), and its "
+            "difference is cross-fitted (each seed's best single picked on the other seeds), so neither "
+            "direction errs more than 2.5% whichever single is truly best. The verdict rests on that one "
+            "comparison and star vs grid on one paired interval: each is a 95% statement (together they err "
+            "with at most 10%).")
 
 
 # ---- words and markdown, from the table's own numbers ---- #
@@ -160,25 +247,33 @@ def _num(v, fmt: str = "{:.1f}") -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
 
 
+def _missing(v) -> bool:
+    """None or NaN."""
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
 def _interval(row: pd.Series, name: str) -> str:
     """'-0.3 [-1.1, 0.5]' or 'n/a (1 seed)' for the paired column group `name`."""
     diff, n = row[f"{name}"], row[f"{name}_n"]
-    if diff is None or (isinstance(diff, float) and math.isnan(diff)):
+    if _missing(diff):
         return "–"
-    if row[f"{name}_lo"] is None or (isinstance(row[f"{name}_lo"], float) and math.isnan(row[f"{name}_lo"])):
-        return f"{_pt(diff)}, n/a ({int(n)} seed)"
+    if _missing(row[f"{name}_lo"]):
+        return f"{_pt(diff)}, n/a ({int(n)} seed{'s' if n != 1 else ''})"
     return f"{_pt(diff)} [{_pt(row[f'{name}_lo'])}, {_pt(row[f'{name}_hi'])}]"
 
 
 def markdown(tab: pd.DataFrame, verdict: str, star_vs_grid: str) -> str:
     """The table as markdown, with the verdict under it."""
     phi = tab.loc[tab["strategy"] != "baseline", "phi"].max()
+    by = "validation" if tab["best_single_by"].iloc[0] == CHOICE else "test"
     lines = [f"Transfer at φ = {phi:g}: every strategy against the best single dimension "
-             f"({tab['best_single'].iloc[0]}), paired by seed. * = input upscaled beyond the data's native size; "
-             f"**bold** FLOPs mismatch = more than {100 * TOLERANCE:g}% off the compound row.", "",
+             f"({tab['best_single'].iloc[0]}, highest {by} top-1), paired by seed, on test top-1. * = input upscaled "
+             f"beyond the data's native size; **bold** FLOPs mismatch = more than {100 * TOLERANCE:g}% off the "
+             "compound row.", "",
              f"| strategy | φ | d | w | r | px | {FLOPS.label} ({FLOPS.unit}) | × baseline | FLOPs vs selected | "
-             f"{TOP1.label} (%, mean ± s.e.) | seeds | Δ vs best single (pt, 95% CI) | Δ vs selected |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"Validation top-1 (%, mean) | {TOP1.label} (%, mean ± s.e.) | seeds | Δ vs best single (pt, 95% CI) | "
+             "Δ vs selected |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in tab.iterrows():
         mis = "–" if pd.isna(r.mismatch_pct) else f"{_pt(r.mismatch_pct)}%"
         mis = f"**{mis}**" if r.off_cost else mis
@@ -187,7 +282,9 @@ def markdown(tab: pd.DataFrame, verdict: str, star_vs_grid: str) -> str:
         best = "(best single)" if r.strategy == r.best_single else _interval(r, "vs_best")
         lines.append(f"| {r.strategy} | {r.phi:g} | {_num(r.depth_mult, '{:.2f}')} | {_num(r.width_mult, '{:.2f}')} | "
                      f"{_num(r.resolution_mult, '{:.2f}')} | {px} | {r.flops_M:.2f} | {_num(r.factor, '{:.2f}')} | "
-                     f"{mis} | {r.top1:.1f}{se} | {int(r.seeds)} | {best} | {_interval(r, 'vs_selected')} |")
+                     f"{mis} | {_num(r.val_top1)} | {r.top1:.1f}{se} | {int(r.seeds)} | {best} | "
+                     f"{_interval(r, 'vs_selected')} |")
+    lines += ["", multiplicity(tab)]
     return "\n".join([*lines, "", f"**Verdict.** {verdict}", "", f"**Star vs grid.** {star_vs_grid}", ""])
 
 
@@ -203,8 +300,10 @@ def verdict(tab: pd.DataFrame) -> str:
     cost = f"at {c.factor:.2f}x FLOPs"
     if not c.vs_best_n:
         return f"no verdict: {who} and {other} share no seed at φ = {phi:g}"
-    if c.vs_best_n < 2:
-        text = (f"{who} vs {other}: {_pt(c.vs_best)} points {cost}; n/a ({int(c.vs_best_n)} seed): "
+    if _missing(c.vs_best_lo):
+        n = int(c.vs_best_n)
+        why = "" if n < 2 else ", a single dimension with fewer than 2 paired seeds"
+        text = (f"{who} vs {other}: {_pt(c.vs_best)} points {cost}; n/a ({n} seed{'s' if n != 1 else ''}{why}): "
                 "no difference can be claimed")
     elif c.vs_best_lo > 0:
         text = f"{who} beats {other} by {c.vs_best:.1f} [{c.vs_best_lo:.1f}, {c.vs_best_hi:.1f}] points {cost} " \
@@ -311,9 +410,9 @@ def transfer_report(df: pd.DataFrame, out_dir: str | Path, native_size: int | No
     tab = table(t)
     v, sg = verdict(tab), star_vs_grid(tab)
     files = [out_dir / "transfer_table.csv", out_dir / "transfer_table.md", out_dir / "transfer_verdict.txt"]
-    tab.to_csv(files[0], index=False)
-    files[1].write_text(markdown(tab, v, sg))
-    files[2].write_text(f"{v}\n{sg}\n")
+    write_text_atomic(files[0], tab.to_csv(index=False))
+    write_text_atomic(files[1], markdown(tab, v, sg))
+    write_text_atomic(files[2], f"{v}\n{sg}\n")
     files += figure(t, out_dir)
     return {"table": tab, "verdict": v, "star_vs_grid": sg, "files": [str(f) for f in files],
             "without_strategy": int(df["strategy"].isna().sum())}

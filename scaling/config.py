@@ -4,10 +4,14 @@ A YAML file in `conf/<group>/` lists only what differs from these defaults. Unkn
 wrong types fail when the config is composed; value checks live in `validate()`.
 
 Trial identity: every value here changes what a trial computes, except those declared with
-`runtime(...)` (logging, paths, progress, threads, device), which are marked once, here, and
-nowhere else. The `scaling` group enters the identity through the network it builds (stage
-depths, widths, input size), so grid points that build the same network are one trial
-(scaling/plan.py). Hydra's own `hydra.*` settings (launcher, sweeper) are never part of it.
+`runtime(...)` (logging, paths, progress, threads, validity checks), which are marked once, here,
+and nowhere else. The identity hashes effective values: `null` defaults that are resolved at plan
+time (`model.small_input`, `train.device=auto`) enter as what they resolve to. A key added after
+records exist is declared with `since(default)`: its default reproduces the old computation and
+is left out of the hash, so old trial ids stay valid. The data enter through a fingerprint of the
+files actually read (scaling/data.py `fingerprint`), not through `data.root`. The `scaling` group
+enters through the network it builds (stage depths, widths, input size), so grid points that
+build the same network are one trial (scaling/plan.py). Hydra's `hydra.*` settings are never part of it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
 
 
 IDENTITY = "identity"  # field metadata key: False = does not change what a trial computes
+NEUTRAL = "neutral"  # field metadata key: the value of a later key that reproduces the old computation
 
 
 def runtime(default: Any = None, *, factory: Any = None) -> Any:
@@ -31,6 +36,12 @@ def runtime(default: Any = None, *, factory: Any = None) -> Any:
     if factory is not None:
         return field(default_factory=factory, metadata={IDENTITY: False})
     return field(default=default, metadata={IDENTITY: False})
+
+
+def since(default: Any) -> Any:
+    """A schema field added after trials were recorded: at `default` it computes what trials did
+    before it existed, so that value stays out of the identity (old trial ids remain valid)."""
+    return field(default=default, metadata={NEUTRAL: default})
 
 
 @dataclass
@@ -47,7 +58,9 @@ class ModelConfig:
     small_input: bool | None = None  # stride-1 stem for 20–32 px data; null: auto from data
     drop_rate: float = 0.2  # dropout before the classifier (paper: 0.2 for B0)
     drop_path_rate: float = 0.0  # stochastic depth; paper 0.2, off for short CPU recipes
-    min_feature: int = 2  # smallest final feature map side (px) accepted
+    drop_rate_per_phi: float = since(0.0)  # dropout added per doubling of nominal FLOPs (paper family: 0.2 at B0
+    # to 0.5 at B7, about 0.045); 0: the same dropout at every size
+    min_feature: int = runtime(2)  # smallest final feature map side (px) accepted: a validity check only
 
 
 @dataclass
@@ -70,17 +83,32 @@ class TrainConfig:
     batch_size: int = 128
     train_images: int | None = None  # subsample the training split; null: all
     val_images: int | None = None  # monitor each epoch on the first N held-out images; null: all
-    score: str = "test"  # final top-1, once, on: test (the dataset's test set; held-out when it has none) | val
     ema: float | None = None  # decay of an exponential moving average of the weights, evaluated instead; null: off
-    lr: float = 0.05  # peak of the one-cycle schedule
-    momentum: float = 0.9  # SGD with Nesterov momentum
-    weight_decay: float = 5e-5
+    lr: float = 0.05  # peak learning rate (scaled by batch_size / lr_base_batch when that is set)
+    lr_base_batch: int | None = since(None)  # batch size at which `lr` holds (paper: 0.016 per 256); null: as given
+    opt: str = since("sgd")  # sgd (torch SGD, Nesterov) | a timm optimizer name, e.g. rmsproptf (create_optimizer_v2)
+    opt_eps: float | None = since(None)  # optimizer epsilon (paper's RMSProp: 0.001); null: the optimizer's default
+    momentum: float = 0.9  # SGD Nesterov momentum / RMSProp momentum
+    weight_decay: float = 5e-5  # timm optimizers exclude biases and norm weights; sgd decays every parameter
     label_smoothing: float = 0.1
+    sched: str = since("onecycle")  # onecycle (torch, per step) | step (timm create_scheduler_v2, per update)
     warmup_fraction: float = 0.25  # one-cycle rise
-    device: str = runtime("auto")  # auto | cpu | cuda
+    decay_epochs: float = since(2.4)  # step: decay the LR every this many epochs (paper: 2.4)
+    decay_rate: float = since(0.97)  # step: by this factor (paper: 0.97)
+    warmup_epochs: float = since(0.0)  # step: linear warm-up from warmup_lr
+    warmup_lr: float = since(1e-6)  # step: LR at the start of the warm-up
+    auto_augment: str | None = since(None)  # file datasets: timm policy, e.g. original (AutoAugment) | rand-m9-mstd0.5
+    device: str = "auto"  # auto | cpu | cuda; in the identity as resolved (auto: cuda where visible at plan time)
     threads: int | None = runtime(None)  # CPU threads; null: CPUs given to the job
     channels_last: bool = True  # memory format: 1.3-1.9x faster than NCHW for B0 on CPU (make bench)
     bf16: bool = False  # bf16 autocast (CUDA); changes the numbers, so it is part of the identity
+    sync_bn: bool = since(False)  # several processes: batch norm over the whole global batch (SyncBatchNorm), as
+    # one process computes; false: each rank's shard alone. Enters the identity only through world_size
+    world_size: int | None = since(None)  # processes that train one trial (torch.distributed); null: as launched
+    # (hydra.launcher.tasks_per_node x nodes, or torchrun); a number must match. In the identity as resolved,
+    # and only where it changes the arithmetic: > 1 without sync_bn (scaling/distributed.py)
+    collective_timeout_s: float = runtime(300.0)  # several processes: seconds a rank waits for the others
+    # (joining, every collective) before the trial fails
     progress: bool = runtime(True)  # tqdm bar per epoch
     checkpoint: bool = runtime(True)  # save every epoch; resume on rerun
 
@@ -97,7 +125,10 @@ class ScalingConfig:
     depth: float | None = None  # explicit d (single-dimension scaling); disables compound
     width: float | None = None  # explicit w
     resolution: float | None = None  # explicit r
-    grid_filter: bool = False  # sweeps: launch only grid points on the constraint
+    grid_filter: bool = False  # sweeps: launch only grid points on the constraint (and, matched, at equal cost)
+    match: str = "nominal"  # compound points with γ solved: nominal (γ from the constraint) | measured (the
+    # input size whose counted FLOPs are nearest target^φ × the baseline's; γ recorded as matched)
+    cost_tolerance: float = 0.05  # |measured FLOPs factor / target^φ − 1| above this is flagged (grid_filter drops)
     from_fit: str | None = None  # read alpha, beta, gamma from a fit file (analysis.fit / report fit.json)
     min_flops_ratio: float | None = None  # record as `filtered`, untrained, when the measured
     max_flops_ratio: float | None = None  # FLOPs ratio to the baseline falls outside this band
@@ -149,15 +180,17 @@ def validate(cfg: Any) -> None:
     _one_of("model.name", cfg.model.name, MODELS)
     _one_of("data.name", cfg.data.name, DATASETS)
     _one_of("train.device", cfg.train.device, ("auto", "cpu", "cuda"))
-    _one_of("train.score", cfg.train.score, ("test", "val"))
     if cfg.train.ema is not None and not 0 < cfg.train.ema < 1:
         raise ScalingError(f"train.ema={cfg.train.ema} is not allowed; allowed: null or a decay in (0, 1)")
+    _one_of("train.sched", cfg.train.sched, ("onecycle", "step"))
     _one_of("logger.name", cfg.logger.name, ("wandb", "none"))
     _one_of("logger.mode", cfg.logger.mode, ("offline", "online", "disabled"))
     for key in ("train.epochs", "train.batch_size", "train.train_images", "train.val_images", "train.lr",
                 "data.resolution", "data.resolution_multiple", "data.val_images",
-                "model.base_depth", "model.base_width", "scaling.target"):
+                "model.base_depth", "model.base_width", "scaling.target", "train.world_size",
+                "train.collective_timeout_s"):
         group, name = key.split(".")
         _positive(key, getattr(cfg[group], name))
+    _one_of("scaling.match", cfg.scaling.match, ("nominal", "measured"))
     if cfg.scaling.phi < 0:
         raise ScalingError(f"scaling.phi={cfg.scaling.phi} is negative; allowed: >= 0")

@@ -7,9 +7,12 @@ of the training split, so every trial and seed is scored on the same images.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
+import hashlib
 import os
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,14 +97,13 @@ def fashion_mnist_dirs(root: str | None, data_dir: str) -> list[Path]:
     return [Path(DEBIAN_FASHION_MNIST), Path(data_dir) / "FashionMNIST" / "raw"]
 
 
-def load_fashion_mnist(root: str | None, data_dir: str, download: bool) -> tuple[np.ndarray, np.ndarray, str]:
-    """Training images (N, 28, 28) and labels, from the first folder holding the IDX files."""
+def fashion_mnist_folder(root: str | None, data_dir: str, download: bool) -> Path:
+    """The first folder holding the training IDX files (downloading them first when allowed)."""
     dirs = fashion_mnist_dirs(root, data_dir)
     for attempt in range(2):
         for folder in dirs:
-            images, labels = (_find_idx(folder, stem) for stem in FASHION_MNIST_FILES)
-            if images and labels:
-                return _read_idx(images), _read_idx(labels), str(folder)
+            if all(_find_idx(folder, stem) for stem in FASHION_MNIST_FILES):
+                return folder
         if attempt or not download:
             break
         from torchvision.datasets import FashionMNIST  # online only
@@ -114,6 +116,13 @@ def load_fashion_mnist(root: str | None, data_dir: str, download: bool) -> tuple
         f"dataset-fashion-mnist`, set data.root=DIR or {FASHION_MNIST_ENV}=DIR, or pass "
         "data.download=true when online"
     )
+
+
+def load_fashion_mnist(root: str | None, data_dir: str, download: bool) -> tuple[np.ndarray, np.ndarray, str]:
+    """Training images (N, 28, 28) and labels, from the first folder holding the IDX files."""
+    folder = fashion_mnist_folder(root, data_dir, download)
+    images, labels = (_find_idx(folder, stem) for stem in FASHION_MNIST_FILES)
+    return _read_idx(images), _read_idx(labels), str(folder)
 
 
 def load_fashion_mnist_test(folder: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -187,21 +196,30 @@ def _split(images: np.ndarray, labels: np.ndarray, val_images: int, split_seed: 
     return Split(every.images[train], every.labels[train]), Split(every.images[val], every.labels[val])
 
 
-def _imagefolder(root: str | None, val_images: int, split_seed: int) -> tuple[Split, Split, int, str]:
+def _folder_dirs(root: str | None) -> tuple[Path, Path | None]:
+    """(training tree, test tree or None) of an ImageFolder root; a missing root is a DataError."""
+    if not root or not Path(root).is_dir():
+        raise DataError(f"data.root={root!r} is not a folder on this machine; allowed: an ImageFolder root with "
+                        "train/ (and optionally val/, used as the test split) holding one subfolder per class, "
+                        "visible where the sweep is planned and where trials run")
+    base = Path(root)
+    train = base / "train" if (base / "train").is_dir() else base
+    return train, (base / "val" if (base / "val").is_dir() else None)
+
+
+def _imagefolder(root: str | None, val_images: int, split_seed: int) -> tuple[Split, Split, Split | None, int]:
+    """Training pool and held-out validation split from train/, and val/ (where present) as the test split."""
     from torchvision.datasets import ImageFolder
 
-    if not root or not Path(root).is_dir():
-        raise DataError(f"data.root={root!r} is not a folder; allowed: an ImageFolder root with "
-                        "train/ (and optionally val/) holding one subfolder per class")
-    base = Path(root)
-    train_dir = base / "train" if (base / "train").is_dir() else base
+    train_dir, test_dir = _folder_dirs(root)
     train = ImageFolder(str(train_dir))
-    if (base / "val").is_dir():
-        return Split(dataset=train), Split(dataset=ImageFolder(str(base / "val"))), len(train.classes), root
+    if val_images >= len(train):
+        raise DataError(f"data.val_images={val_images} must be below the {len(train)} training images")
     order = np.random.default_rng(split_seed).permutation(len(train)).tolist()
     sub = torch.utils.data.Subset
-    return (Split(dataset=sub(train, order[val_images:])), Split(dataset=sub(train, order[:val_images])),
-            len(train.classes), root)
+    test = Split(dataset=ImageFolder(str(test_dir))) if test_dir else None
+    return (Split(dataset=sub(train, order[val_images:])), Split(dataset=sub(train, order[:val_images])), test,
+            len(train.classes))
 
 
 def load(cfg_data, data_dir: str) -> Data:
@@ -222,8 +240,8 @@ def load(cfg_data, data_dir: str) -> Data:
         classes, stats, source = 10, ((0.5,), (0.4,)), "procedural"
         test = synthetic(n=1000, size=cfg_data.native_size, seed=cfg_data.split_seed + 1)
     elif name == "imagefolder":
-        train, val, classes, source = _imagefolder(cfg_data.root, cfg_data.val_images, cfg_data.split_seed)
-        return Data(name, train, val, classes, 3, *rgb, source=source)
+        train, val, test_split, classes = _imagefolder(cfg_data.root, cfg_data.val_images, cfg_data.split_seed)
+        return Data(name, train, val, classes, 3, *rgb, source=str(cfg_data.root), test=test_split)
     else:
         raise DataError(f"data.name={name!r} is unknown; allowed: fashion_mnist, cifar10, cifar100, "
                         "imagefolder, synthetic")
@@ -267,17 +285,49 @@ def _folder_transform(resolution: int, train: bool, mean, std):
     return T.Compose(ops + [T.ToTensor(), T.Normalize(mean, std)])
 
 
+@contextlib.contextmanager
+def _seeded(seed: int):
+    """Seed torch, random and numpy for one sample's augmentation, restoring the caller's generators."""
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
+
+
+class Augmented(torch.utils.data.Dataset):
+    """Item i of a dataset through `transform`, with its random draws fixed by (seed, i): the same
+    images whatever the number of DataLoader workers (so `data.num_workers` is outside the identity)."""
+
+    def __init__(self, dataset, transform, seed: int) -> None:
+        self.dataset, self.transform, self.seed = dataset, transform, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        image, label = self.dataset[i]
+        with _seeded(self.seed * 1_000_003 + i):
+            return self.transform(image), label
+
+
 def batches(split: Split, batch_size: int, *, shuffle: bool, seed: int = 0, hflip: bool = False,
-            resolution: int = 0, mean=(), std=(), num_workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (images, labels) batches; in-memory splits must be `prepare`d first."""
+            resolution: int = 0, mean=(), std=(), num_workers: int = 0,
+            transform=None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (images, labels) batches; in-memory splits must be `prepare`d first (`transform`: a file
+    dataset's own transform; default: random-resized crop and flip in training, centre crop otherwise)."""
     g = torch.Generator().manual_seed(seed)
     if split.dataset is not None:
-        ds = split.dataset
-        # ImageFolder and Subset share one transform slot on the underlying dataset
-        base = ds.dataset if isinstance(ds, torch.utils.data.Subset) else ds
-        base.transform = _folder_transform(resolution, shuffle, mean, std)
-        loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g,
-                                             num_workers=num_workers, drop_last=shuffle)
+        transform = transform or _folder_transform(resolution, shuffle, mean, std)
+        loader = torch.utils.data.DataLoader(
+            Augmented(split.dataset, transform, seed), batch_size=batch_size, shuffle=shuffle, generator=g,
+            num_workers=num_workers, drop_last=shuffle, pin_memory=torch.cuda.is_available(),
+            persistent_workers=False)
         yield from loader
         return
     n = len(split)
@@ -293,12 +343,82 @@ def batches(split: Split, batch_size: int, *, shuffle: bool, seed: int = 0, hfli
 
 
 def shape_of(cfg_data) -> tuple[int, int]:
-    """(input channels, classes) of a dataset, without loading its images (for the plan stage)."""
+    """(input channels, classes) of a dataset, without loading its images (for the plan stage).
+
+    An ImageFolder's classes are counted on its files, which must be visible where the sweep is
+    planned: a guess would give the trial another identity on the node that trains it."""
     if cfg_data.name in ("fashion_mnist", "synthetic"):
         return 1, 10
     if cfg_data.name in ("cifar10", "cifar100"):
         return 3, 10 if cfg_data.name == "cifar10" else 100
-    root = Path(cfg_data.root or ".")
-    train = root / "train" if (root / "train").is_dir() else root
-    classes = sum(p.is_dir() for p in train.iterdir()) if train.is_dir() else 0
-    return 3, classes or 1000
+    train, _ = _folder_dirs(cfg_data.root)
+    classes = sum(p.is_dir() for p in train.iterdir())
+    if not classes:
+        raise DataError(f"data.root={cfg_data.root}: no class folders in {train}; allowed: an ImageFolder root "
+                        "with one subfolder per class")
+    return 3, classes
+
+
+# ---- fingerprints: what the data files hold, for the trial identity ---- #
+
+SYNTHETIC_VERSION = "gratings-1"  # bump when `synthetic` draws other images
+
+
+@functools.lru_cache(maxsize=256)
+def _file_hash(path: str, size: int, mtime_ns: int) -> str:
+    """SHA-1 of a file's bytes (cached per size and mtime within a process)."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _contents(paths: list[Path]) -> str:
+    """One hash of several files' contents (names do not matter: a .gz and a plain copy differ, as they read the same
+    numbers only after decompression, so both are hashed as stored)."""
+    parts = []
+    for p in paths:
+        st = p.stat()
+        parts.append(_file_hash(str(p), st.st_size, st.st_mtime_ns))
+    return hashlib.sha1("".join(parts).encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=16)
+def _listing(tree: str) -> str:
+    """Hash of an ImageFolder tree's relative file names and sizes (content hashing a million JPEGs is too slow)."""
+    h = hashlib.sha1()
+    base = Path(tree)
+    for folder, dirs, files in os.walk(base):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(folder, name)
+            h.update(f"{path.relative_to(base)}\t{path.stat().st_size}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _cifar_files(name: str, folder: str) -> tuple[list[Path], list[Path]]:
+    base = Path(folder) / ("cifar-10-batches-py" if name == "cifar10" else "cifar-100-python")
+    train = [base / f"data_batch_{i}" for i in range(1, 6)] if name == "cifar10" else [base / "train"]
+    return train, [base / ("test_batch" if name == "cifar10" else "test")]
+
+
+def fingerprint(cfg_data, data_dir: str) -> dict[str, str | None]:
+    """What a trial's data files hold: {"train": hash, "test": hash or None when there is no test split}.
+
+    Content hashes for Fashion-MNIST and CIFAR (cached per file), names and sizes for ImageFolder
+    trees. A path is not enough: two datasets under one path must not share trial ids."""
+    name = cfg_data.name
+    if name == "synthetic":
+        return {"train": SYNTHETIC_VERSION, "test": SYNTHETIC_VERSION}
+    if name == "fashion_mnist":
+        folder = fashion_mnist_folder(cfg_data.root, data_dir, cfg_data.download)
+        train = [_find_idx(folder, stem) for stem in FASHION_MNIST_FILES]
+        test = [_find_idx(folder, stem) for stem in FASHION_MNIST_TEST_FILES]
+        return {"train": _contents(train), "test": _contents(test) if all(test) else None}
+    if name in ("cifar10", "cifar100"):
+        _, _, folder = load_cifar(name, cfg_data.root, data_dir, cfg_data.download)
+        train, test = _cifar_files(name, folder)
+        return {"train": _contents(train), "test": _contents(test) if all(p.is_file() for p in test) else None}
+    train_dir, test_dir = _folder_dirs(cfg_data.root)
+    return {"train": _listing(str(train_dir)), "test": _listing(str(test_dir)) if test_dir else None}

@@ -1,8 +1,11 @@
-"""Trial identity: a hash of every resolved config value that changes what a trial computes.
+"""Trial identity: a hash of every effective config value that changes what a trial computes.
 
-Which values do not (logging, paths, progress, threads, device) is declared once, in the schema
-(`scaling.config.runtime`). The `scaling` group is replaced by the network it builds, so grid
-points that round to the same stage depths, widths and input size are one trial.
+Which values do not (logging, paths, progress, threads, validity checks) is declared once, in the
+schema (`scaling.config.runtime`); keys added later leave the hash at their neutral default
+(`scaling.config.since`). The `scaling` group is replaced by the network it builds, so grid points
+that round to the same stage depths, widths and input size are one trial; the data enter as the
+fingerprint of the files read (`scaling.data.fingerprint`), so two datasets under one path or one
+dataset under two paths are told apart, or not, by what they hold.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import hashlib
 import json
 from typing import Any
 
-from scaling.config import IDENTITY, Config
+from scaling.config import IDENTITY, NEUTRAL, Config
 
 HASH_CHARS = 10
 
@@ -29,6 +32,8 @@ def computing_values(resolved: dict[str, Any], schema: type = Config) -> dict[st
         if f.metadata.get(IDENTITY, True) is False or f.name not in resolved:
             continue
         value = resolved[f.name]
+        if NEUTRAL in f.metadata and value == f.metadata[NEUTRAL]:
+            continue  # a later key at the value that reproduces the old computation
         group = _dataclass_of(f)
         kept[f.name] = computing_values(value, group) if group and isinstance(value, dict) else value
     return kept
@@ -40,8 +45,9 @@ def _dataclass_of(f: dataclasses.Field) -> type | None:
     return factory if factory is not dataclasses.MISSING and dataclasses.is_dataclass(factory) else None
 
 
-def ids(resolved: dict[str, Any], network: dict[str, Any]) -> dict[str, str]:
-    """The three identities of a trial, from its resolved config and the network it builds.
+def ids(resolved: dict[str, Any], network: dict[str, Any], data: dict[str, Any] | None = None) -> dict[str, str]:
+    """The three identities of a trial, from its effective config, the network it builds and the
+    fingerprint of its data files (`data`: None for callers that hash configs alone).
 
     - `recipe`: the baseline and recipe (model, data and train groups): trials that compare;
     - `arch`: recipe + network (no seed): grid points that build the same network share it;
@@ -50,6 +56,8 @@ def ids(resolved: dict[str, Any], network: dict[str, Any]) -> dict[str, str]:
     values = computing_values(resolved)
     values.pop("scaling", None)  # enters through the network it builds
     seed = values.pop("seed", None)
+    if data is not None:
+        values["data_files"] = data
     recipe = digest(values)
     arch = digest({"recipe": recipe, "network": network})
     return {"recipe": recipe, "arch": arch, "trial_id": digest({"arch": arch, "seed": seed})}

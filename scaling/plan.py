@@ -10,15 +10,18 @@ analysis reads it to report a shared trial under each grid point.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from scaling import coefficients, config, identity
+from scaling import coefficients, config, identity, record
 from scaling.coefficients import ScalingError
 
 PLAN_NAME = "plan.jsonl"
@@ -28,7 +31,8 @@ PLAN_NAME = "plan.jsonl"
 class Planned:
     """One grid point of a study: what it resolves to, and whether and where it runs."""
 
-    point: dict[str, Any]  # the requested coefficients and seed: alpha, beta, gamma, phi, seed, method, d, w, r
+    point: dict[str, Any]  # the requested coefficients and seed: alpha, beta, gamma, phi, seed, method, d, w, r,
+    # and the transfer-study strategy (a shared trial is reported under each point's own label)
     status: str = "run"  # run | shared (same trial as an earlier point) | skipped (only_seeds) | dropped
     reason: str | None = None  # why dropped, or which point it shares
     dirname: str | None = None  # trial folder name: readable part + trial_id
@@ -39,6 +43,9 @@ class Planned:
     base_flops: int | None = None  # the baseline (d = w = r = 1) built the same way
     overrides: list[str] = field(default_factory=list)  # the command-line overrides of this point
     coefficients_source: str | None = None  # the fit file the coefficients came from
+    baseline: str | None = None  # digest of the model and data groups: with `point`, the key of its plan line
+    data_files: dict[str, Any] = field(default_factory=dict)  # fingerprint of the data read (scaling.data)
+    cost_mismatch: float | None = None  # compound points: measured FLOPs factor / target^φ − 1
 
     @property
     def measured_flops_factor(self) -> float | None:
@@ -79,16 +86,44 @@ def input_size(cfg, resolution_mult: float) -> int:
     return coefficients.round_resolution(cfg.data.resolution, resolution_mult, cfg.data.resolution_multiple)
 
 
+def small_input(cfg) -> bool:
+    """Whether the model gets a stride-1 stem: `model.small_input`, else automatic for data of <= 64 px."""
+    return cfg.model.small_input if cfg.model.small_input is not None else cfg.data.native_size <= 64
+
+
+def device(name: str) -> str:
+    """The device type a trial runs on: `train.device`, with auto resolved to cuda where one is visible."""
+    if name != "auto":
+        return name
+    import torch  # deferred
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def effective(cfg) -> dict[str, Any]:
+    """The composed config as plain values (no `hydra` node), with plan-time defaults resolved: what the
+    identity hashes, so spelling a default explicitly does not make another trial."""
+    values = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+              for k, v in cfg.items() if k != "hydra"}
+    values["model"]["small_input"] = small_input(cfg)
+    values["train"]["device"] = device(cfg.train.device)
+    from scaling import distributed  # deferred: torch
+
+    values["train"].update(distributed.identity_values(cfg))  # world size, where it changes the arithmetic
+    return values
+
+
 def build_scaled(cfg, m: coefficients.Multipliers, in_chans: int, num_classes: int):
     """The scaled network (models.BuiltModel) and its input size (px); too small an input is a ScalingError."""
-    from scaling import models  # deferred: torch and timm
+    from scaling import models, recipe  # deferred: torch and timm
 
-    small = cfg.model.small_input if cfg.model.small_input is not None else cfg.data.native_size <= 64
+    small = small_input(cfg)
     px = input_size(cfg, m.resolution)
     built = models.build_model(
         cfg.model.name, cfg.model.base_depth * m.depth, cfg.model.base_width * m.width,
         num_classes=num_classes, in_chans=in_chans, small_input=small,
-        drop_rate=cfg.model.drop_rate, drop_path_rate=cfg.model.drop_path_rate)
+        drop_rate=recipe.drop_rate(cfg, m.depth * m.width ** 2 * m.resolution ** 2),
+        drop_path_rate=cfg.model.drop_path_rate)
     side = models.safe_feature_size(built.model, px, in_chans)
     if side < cfg.model.min_feature:
         need = models.min_resolution(built.model, in_chans, cfg.model.min_feature)
@@ -107,6 +142,16 @@ class Planner:
 
     def __init__(self) -> None:
         self._counts: dict[str, tuple[dict, Any]] = {}
+        self._data: dict[str, dict] = {}
+
+    def _fingerprint(self, cfg) -> dict[str, Any]:
+        """The data files' fingerprint, once per data config."""
+        from scaling import data
+
+        key = identity.digest([OmegaConf.to_container(cfg.data, resolve=True), cfg.paths.data_dir])
+        if key not in self._data:
+            self._data[key] = data.fingerprint(cfg.data, cfg.paths.data_dir)
+        return self._data[key]
 
     def _count(self, cfg, m: coefficients.Multipliers) -> tuple[dict[str, Any], Any]:
         from scaling import complexity, data
@@ -126,10 +171,13 @@ class Planner:
         """Resolve one composed config (its `hydra` node, if any, is ignored)."""
         s = cfg.scaling
         point = {"alpha": s.alpha, "beta": s.beta, "gamma": s.gamma, "phi": s.phi, "seed": cfg.seed,
-                 "depth": s.depth, "width": s.width, "resolution": s.resolution}
-        planned = Planned(point=point, overrides=list(overrides or []))
+                 "depth": s.depth, "width": s.width, "resolution": s.resolution, "strategy": cfg.get("strategy")}
+        planned = Planned(point=point, overrides=list(overrides or []), baseline=baseline_of(cfg))
         try:
             config.validate(cfg)
+            from scaling import distributed  # deferred: torch
+
+            distributed.check(cfg)
             spec, planned.coefficients_source = resolve_scaling(s)
             m = spec.multipliers
             point.update(alpha=spec.alpha, beta=spec.beta, gamma=spec.gamma, phi=spec.phi, method=spec.method,
@@ -139,23 +187,60 @@ class Planner:
                 planned.status = "skipped"
                 planned.reason = f"seed {cfg.seed} is not in only_seeds {list(cfg.only_seeds)}"
                 return planned
+            if s.match == "measured" and spec.method == "compound" and s.gamma is None and not s.from_fit:
+                m = self._matched(cfg, m, s.target ** spec.phi)
+                if m.resolution < 1 and not s.allow_scale_down:
+                    raise ScalingError(f"scaling.match=measured: equal cost needs an input below the baseline's "
+                                       f"({m.resolution:.3f} x) at alpha={spec.alpha:g}, beta={spec.beta:g}; "
+                                       "allowed: gamma >= 1 (or scaling.allow_scale_down=true)")
+                point.update(nominal_gamma=spec.gamma, gamma=m.resolution ** (1 / spec.phi),
+                             resolution_mult=m.resolution)
             network, cx = self._count(cfg, m)
             _, base = self._count(cfg, coefficients.Multipliers(1.0, 1.0, 1.0))
+            planned.data_files = self._fingerprint(cfg)
         except ScalingError as err:
             planned.status, planned.reason = "dropped", str(err)
             return planned
         planned.network, planned.flops, planned.activations = network, cx.flops, cx.activations
         planned.base_flops = base.flops
-        resolved = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-                    for k, v in cfg.items() if k != "hydra"}
-        planned.ids = identity.ids(resolved, network)
+        planned.ids = identity.ids(effective(cfg), network, planned.data_files)
         planned.dirname = f"{_readable(spec.method, m, cfg.seed)}_{planned.ids['trial_id']}"
         ratio, lo, hi = planned.measured_flops_factor, s.min_flops_ratio, s.max_flops_ratio
+        if spec.method == "compound":
+            planned.cost_mismatch = ratio / s.target ** spec.phi - 1
         if (lo is not None and ratio < lo) or (hi is not None and ratio > hi):
             planned.status = "dropped"
             planned.reason = (f"measured FLOPs ratio {ratio:.3f} outside [scaling.min_flops_ratio={lo}, "
                               f"scaling.max_flops_ratio={hi}]")
+        elif s.grid_filter and s.match == "measured" and planned.cost_mismatch is not None \
+                and abs(planned.cost_mismatch) > s.cost_tolerance:
+            planned.status = "dropped"
+            planned.reason = (f"measured FLOPs {ratio:.2f}x the baseline's, {planned.cost_mismatch:+.1%} off "
+                              f"target^phi = {s.target ** spec.phi:.2f}x after matching the input size "
+                              f"(scaling.cost_tolerance={s.cost_tolerance})")
         return planned
+
+    def _matched(self, cfg, m: coefficients.Multipliers, factor: float) -> coefficients.Multipliers:
+        """`m` with the input size whose built network's counted FLOPs are nearest `factor` × the baseline's
+        (ties: the smaller input). Counted FLOPs rise with the input size, so the answer is one of the two
+        sizes that bracket the target, found by stepping from the nominal size."""
+        r0, step = cfg.data.resolution, cfg.data.resolution_multiple
+        target = factor * self._count(cfg, coefficients.Multipliers(1.0, 1.0, 1.0))[1].flops
+
+        def flops(px: int) -> float:
+            try:
+                return self._count(cfg, coefficients.Multipliers(m.depth, m.width, px / r0))[1].flops
+            except ScalingError:  # too small an input for this network
+                return -math.inf
+
+        px = input_size(cfg, m.resolution)
+        while px > step and flops(px) > target:
+            px -= step
+        while flops(px) < target and px < 8 * r0:
+            px += step
+        best = min((q for q in (px - step, px) if q >= step and flops(q) > 0),
+                   key=lambda q: (abs(flops(q) / target - 1), q), default=px)
+        return coefficients.Multipliers(m.depth, m.width, best / r0)
 
 
 def dedupe(points: list[Planned]) -> list[Planned]:
@@ -176,32 +261,51 @@ def write(path: Path, points: list[Planned]) -> None:
     _replace(path, "".join(json.dumps(p.to_dict(), default=str) + "\n" for p in points))
 
 
-def point_key(point: dict[str, Any]) -> str:
-    """A grid point's coordinates as requested (coefficients or explicit multipliers, φ, seed)."""
-    return json.dumps({k: point.get(k) for k in ("alpha", "beta", "gamma", "phi", "depth", "width", "resolution",
-                                                 "seed")}, sort_keys=True, default=str)
+COORDINATES = ("alpha", "beta", "gamma", "phi", "depth", "width", "resolution", "seed", "strategy")
+
+
+def baseline_of(cfg) -> str:
+    """Digest of what a point scales: its model and data groups' identity values (resolved)."""
+    values = effective(cfg)
+    return identity.digest(identity.computing_values({k: values[k] for k in ("model", "data")}))
+
+
+def point_key(point: dict[str, Any], baseline: str | None = None) -> str:
+    """What a plan line requests: the baseline it scales (`Planned.baseline`) and its coordinates as
+    requested (coefficients or explicit multipliers, φ, seed, transfer strategy). The train recipe is
+    left out on purpose: rerunning a study with a changed recipe replaces its lines."""
+    return json.dumps({"baseline": baseline, **{k: point.get(k) for k in COORDINATES}}, sort_keys=True, default=str)
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `<path>.lock` (fcntl.flock; released when the block ends or the process dies)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f"{path.name}.lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def merge(path: Path, points: list[Planned]) -> None:
-    """Write `points` into a study's plan, replacing its earlier lines for the same grid points and
-    keeping the lines of points that this invocation did not ask for (several commands may fill one
-    study folder, e.g. depth = 2 by one target and depth = 2, 3 by another)."""
-    new = {point_key(p.point) for p in points}
-    kept = [line for line in read(path) if point_key(line["point"]) not in new]
-    _replace(path, "".join(json.dumps(x, default=str) + "\n" for x in kept + [p.to_dict() for p in points]))
+    """Write `points` into a study's plan, replacing its earlier lines for the same requests and
+    keeping the lines of requests that this invocation did not make (several commands may fill one
+    study folder, e.g. depth = 2 by one target and depth = 2, 3 by another, or one model of table3).
+    The read-modify-write holds `plan.jsonl.lock`, so commands planning at the same time keep each
+    other's lines. A line of an older plan, which names no baseline, is replaced by any model's point."""
+    new = [p.to_dict() for p in points]
+    asked = {point_key(x["point"], x["baseline"]) for x in new} | {point_key(x["point"]) for x in new}
+    with locked(path):
+        kept = [x for x in read(path) if point_key(x["point"], x.get("baseline")) not in asked]
+        _replace(path, "".join(json.dumps(x, default=str) + "\n" for x in kept + new))
 
 
 def _replace(path: Path, text: str) -> None:
     """Atomically replace `path` (a temp file of our own beside it, then rename: concurrent writers are safe)."""
-    import os
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    record.write_text_atomic(path, text)
 
 
 def read(path: Path) -> list[dict[str, Any]]:
@@ -218,17 +322,18 @@ def _fmt(v: Any) -> str:
 
 def describe(points: list[Planned]) -> str:
     """The effective grid as a text table: which points run, which share a network, which are dropped."""
-    lines = [f"{'alpha':>6} {'beta':>6} {'gamma':>6} {'phi':>4} {'seed':>4}  {'px':>3} {'FLOPs x':>7}  "
-             "stage depths / widths  ->  trial"]
+    lines = [f"{'alpha':>6} {'beta':>6} {'gamma':>6} {'γ nom':>6} {'phi':>4} {'seed':>4}  {'px':>3} {'FLOPs x':>7} "
+             f"{'cost Δ':>6}  stage depths / widths  ->  trial"]
     for p in points:
         q, n = p.point, p.network
         head = " ".join(f"{_fmt(q.get(k)):>{w}}" for k, w in (("alpha", 6), ("beta", 6), ("gamma", 6),
-                                                               ("phi", 4), ("seed", 4)))
+                                                               ("nominal_gamma", 6), ("phi", 4), ("seed", 4)))
         if p.status in ("dropped", "skipped"):
             lines.append(f"{head}  {p.status}: {p.reason}")
             continue
         ratio = p.measured_flops_factor
-        body = f"{n['resolution']:>3} {ratio if ratio is not None else math.nan:>7.2f}  " \
+        off = "-" if p.cost_mismatch is None else f"{p.cost_mismatch:+.0%}"
+        body = f"{n['resolution']:>3} {ratio if ratio is not None else math.nan:>7.2f} {off:>6}  " \
                f"{n['stage_depths']} / {n['stage_widths']}"
         tail = p.dirname if p.status == "run" else f"same network as {p.dirname}"
         lines.append(f"{head}  {body}  ->  {tail}")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from scaling import config, matching
+from scaling import config, matching, record
 from scaling.coefficients import ScalingError, round_resolution
 from scaling.plan import from_fit
 
@@ -74,14 +74,15 @@ def write(fit_file: str, star_file: str | None, phis: list[float], out: Path, ov
     folder = Path(out) / "transfer"
     folder.mkdir(parents=True, exist_ok=True)
     written = [folder / "baseline_phi0.yaml"]
-    written[0].write_text(_yaml("baseline", 0, {"depth": 1.0, "width": 1.0, "resolution": 1.0},
-                                "the unscaled baseline, phi = 0"))
+    record.write_text_atomic(written[0], _yaml("baseline", 0, {"depth": 1.0, "width": 1.0, "resolution": 1.0},
+                                               "the unscaled baseline, phi = 0"))
     for phi in phis:
         for name, ((a, b, g), note) in compounds.items():
             values = {"from_fit": str(Path(fit_file).resolve())} if name == "selected" else \
                 {"alpha": a, "beta": b, "gamma": g}
             written.append(folder / f"{name}_phi{phi:g}.yaml")
-            written[-1].write_text(_yaml(name, phi, values, f"{note}, phi = {phi:g}", only_seeds.get(phi)))
+            record.write_text_atomic(written[-1], _yaml(name, phi, values, f"{note}, phi = {phi:g}",
+                                                        only_seeds.get(phi)))
         target, found = matching.match_compound(counter, *selected, phi, base_resolution=cfg.data.resolution,
                                                 resolution_multiple=cfg.data.resolution_multiple)
         for dim, m in found.items():
@@ -92,7 +93,7 @@ def write(fit_file: str, star_file: str | None, phis: list[float], out: Path, ov
                 values[dim] = m.px / cfg.data.resolution
                 assert round_resolution(cfg.data.resolution, values[dim], cfg.data.resolution_multiple) == m.px
             written.append(folder / f"{dim}_phi{phi:g}.yaml")
-            written[-1].write_text(_yaml(dim, phi, values, note, only_seeds.get(phi)))
+            record.write_text_atomic(written[-1], _yaml(dim, phi, values, note, only_seeds.get(phi)))
             print(f"phi={phi:g} {note}")
     return written
 

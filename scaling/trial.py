@@ -22,6 +22,8 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from scaling import data as datasets
+from scaling import distributed
+from scaling import recipe
 from scaling import record
 from scaling.coefficients import ScalingError
 from scaling.logger import TrialLogger
@@ -29,6 +31,7 @@ from scaling.plan import Planned, build_scaled
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
+NO_LOGGER = OmegaConf.create({"name": "none", "mode": "disabled"})  # ranks > 0: rank 0 alone logs the W&B run
 
 
 class TrialError(RuntimeError):
@@ -50,8 +53,9 @@ def slurm_job_id() -> str | None:
 
 
 def _device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+    from scaling.plan import device
+
+    name = device(name)
     if name == "cuda" and not torch.cuda.is_available():
         raise ScalingError("train.device=cuda but no CUDA device is visible; allowed: auto, cpu")
     return torch.device(name)
@@ -64,17 +68,22 @@ def _now() -> str:
 # ---- training ---- #
 
 
-def evaluate(model: nn.Module, split, device, fmt, bf16: bool, batch_size: int = 512, **kw) -> float:
-    """Top-1 accuracy (percent) on a split."""
+def evaluate(model: nn.Module, split, device, fmt, bf16: bool, batch_size: int = 512,
+             world: distributed.World | None = None, **kw) -> float:
+    """Top-1 accuracy (percent) on a split (several processes: each scores its shard of every batch)."""
+    world = world or distributed.World()
     model.eval()
     correct = total = 0
     with torch.no_grad():
-        for x, y in datasets.batches(split, batch_size, shuffle=False, **kw):
+        for x, y in world.shard(datasets.batches(split, batch_size, shuffle=False, **kw)):
+            if not len(y):  # a last batch smaller than the world
+                continue
             x = x.to(device, memory_format=fmt, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = model(x)
             correct += (logits.argmax(1).cpu() == y).sum().item()
             total += len(y)
+    correct, total = world.total(correct, total)
     return 100.0 * correct / max(total, 1)
 
 
@@ -124,21 +133,56 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.to("cpu", torch.uint8) for s in state["cuda"]])
 
 
+class _Sink:
+    """A file for torch.save that keeps the OSError a write raised (torch reports it only as a vague RuntimeError)."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def save_checkpoint(path: Path, trial_id: str, model, opt, sched, ema, state: dict) -> None:
-    """Atomically write the trial's training state, stamped with its identity."""
-    tmp = path.with_suffix(".tmp")
-    torch.save({"trial_id": trial_id, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "ema": ema.state_dict() if ema is not None else None,
-                "rng": rng_state(), "state": state}, tmp)
-    os.replace(tmp, path)
+    """Atomically and durably write the trial's training state, stamped with its identity; a full disk is
+    an OSError naming `path`, and leaves no temp file."""
+    with record.atomic_file(path) as f:
+        sink = _Sink(f)
+        try:
+            torch.save({"trial_id": trial_id, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(), "ema": ema.state_dict() if ema is not None else None,
+                        "rng": rng_state(), "state": state}, sink)
+        except RuntimeError:
+            if sink.error is None:
+                raise
+            raise sink.error from None
+
+
+CHECKPOINT_KEYS = ("trial_id", "model", "optimizer", "scheduler", "rng", "state")
 
 
 def load_checkpoint(path: Path, trial_id: str) -> dict[str, Any]:
-    """A checkpoint of this trial (tensors and plain data only), loaded to CPU; another trial's is an error."""
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    if saved.get("trial_id") != trial_id:
+    """A checkpoint of this trial (tensors and plain data only), loaded to CPU; an unreadable file or
+    another trial's checkpoint is a ScalingError saying what to do."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        missing = [k for k in CHECKPOINT_KEYS if k not in saved] if isinstance(saved, dict) else ["all"]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)}")
+    except Exception as err:  # noqa: BLE001 - truncated, garbage, or not a checkpoint: torch raises many kinds
+        why = (str(err).strip().splitlines() or [""])[0][:160]
+        raise ScalingError(f"{path} is not a readable checkpoint ({type(err).__name__}: {why}); "
+                           "delete it to retrain this trial from scratch") from None
+    if saved["trial_id"] != trial_id:
         raise ScalingError(
-            f"{path}: checkpoint of trial {saved.get('trial_id')}, not of this config (trial {trial_id}); "
+            f"{path}: checkpoint of trial {saved['trial_id']}, not of this config (trial {trial_id}); "
             "allowed: resume only the same resolved config (move the checkpoint away to retrain)")
     return saved
 
@@ -147,21 +191,23 @@ def load_checkpoint(path: Path, trial_id: str) -> dict[str, Any]:
 
 
 def fit(model: nn.Module, data, cfg, trial_dir: Path, trial_id: str, logger: TrialLogger, px: int,
-        started: float) -> dict[str, Any]:
+        started: float, nominal_flops_factor: float = 1.0, world: distributed.World | None = None) -> dict[str, Any]:
     """Train with SGD + one-cycle, monitoring on held-out images and checkpointing every epoch; resume
-    if possible; score once at the end on the test split (or the held-out one)."""
+    if possible; at the end, score once on the whole validation split (`val_top1`, what studies choose
+    on) and once on the test split (`top1`, what they report; None when the dataset has none).
+    Several processes (`world`): each trains on its shard of every global batch through DDP; rank 0 checkpoints."""
     t = cfg.train
     device = _device(t.device)
     fmt = torch.channels_last if t.channels_last else torch.contiguous_format
     model.to(device, memory_format=fmt)
+    world = world or distributed.World()
+    model, net = distributed.wrap(model, world, t.sync_bn, device, fmt)  # before the optimizer: SyncBN, DDP
     train = datasets.prepare(datasets.subsample(data.train, t.train_images, cfg.data.split_seed), px,
                              data.mean, data.std)
     val = datasets.prepare(datasets.subsample(data.val, t.val_images, cfg.data.split_seed), px, data.mean, data.std)
     steps = max(1, len(train) // t.batch_size)
-    opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, nesterov=True,
-                          weight_decay=t.weight_decay, foreach=True)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=t.lr, total_steps=t.epochs * steps,
-                                                pct_start=t.warmup_fraction)
+    opt = recipe.optimizer(model, t)
+    sched = recipe.Schedule(opt, t, steps)
     ema = None
     if t.ema is not None:
         from timm.utils import ModelEmaV3
@@ -170,7 +216,7 @@ def fit(model: nn.Module, data, cfg, trial_dir: Path, trial_id: str, logger: Tri
     loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
     state: dict[str, Any] = {"epoch": 0, "history": [], "train_seconds": 0.0, "images": 0}
     ckpt = trial_dir / CHECKPOINT
-    if t.checkpoint and ckpt.exists():
+    if world.agree(t.checkpoint and ckpt.exists()):  # as rank 0 sees it: every rank resumes, or none
         saved = load_checkpoint(ckpt, trial_id)
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
@@ -181,35 +227,42 @@ def fit(model: nn.Module, data, cfg, trial_dir: Path, trial_id: str, logger: Tri
         state = saved["state"]
         log.info("resuming %s from epoch %d", trial_dir, state["epoch"])
     kw = dict(resolution=px, mean=data.mean, std=data.std, num_workers=cfg.data.num_workers)
-    step = train_step(model, opt, loss_fn, device, fmt, t.bf16, ema)
+    train_tf = score_tf = None
+    if train.dataset is not None:  # file datasets: timm's transforms (AutoAugment where the recipe asks)
+        train_tf, score_tf = recipe.folder_transforms(t, model, px, data.mean, data.std)
+    state["recipe"] = recipe.resolved(cfg, t, opt, nominal_flops_factor)
+    step = train_step(net, opt, loss_fn, device, fmt, t.bf16, ema)
     scored = ema.module if ema is not None else model
     for epoch in range(state["epoch"] + 1, t.epochs + 1):
         model.train()
+        world.seed_epoch(cfg.seed, epoch)
         from tqdm import tqdm
 
-        bar = tqdm(total=steps, desc=f"epoch {epoch}/{t.epochs}", disable=not t.progress,
+        bar = tqdm(total=steps, desc=f"epoch {epoch}/{t.epochs}", disable=not t.progress or not world.lead,
                    leave=False, mininterval=1.0, dynamic_ncols=True)
         tic, seen, loss_sum = time.perf_counter(), 0, torch.zeros((), device=device)
-        for i, (x, y) in enumerate(datasets.batches(
+        for i, (x, y) in enumerate(world.shard(datasets.batches(
                 train, t.batch_size, shuffle=True, seed=cfg.seed * 100003 + epoch,
-                hflip=cfg.data.hflip, **kw)):
+                hflip=cfg.data.hflip, transform=train_tf, **kw))):
             if "startup_seconds" not in state:  # process start (or, in a warm worker, job start) -> first step
                 state["startup_seconds"] = min(process_age(), time.time() - started)
             loss = step(x, y)
             if i % 50 == 0 and not torch.isfinite(loss):  # a sync every 50 steps, not every step
                 raise TrialError(f"train: loss is {loss.item()} at epoch {epoch} step {i}; "
                                  f"lower train.lr (now {t.lr})")
-            if sched.last_epoch < sched.total_steps - 1:
-                sched.step()
+            sched.after_step((epoch - 1) * steps + i + 1)
             seen += len(y)
             loss_sum += loss * len(y)
             bar.update(1)
         bar.close()
         seconds = time.perf_counter() - tic
-        train_loss = loss_sum.item() / max(seen, 1)
+        loss_total, seen = world.total(loss_sum, seen)  # over the ranks: the global batch's images
+        seen = int(seen)
+        train_loss = loss_total / max(seen, 1)
         if not math.isfinite(train_loss):
             raise TrialError(f"train: loss is {train_loss} in epoch {epoch}; lower train.lr (now {t.lr})")
-        top1 = evaluate(scored, val, device, fmt, t.bf16, **kw)
+        world.align(scored)  # every rank scores (and rank 0 checkpoints) rank 0's batch-norm statistics
+        top1 = evaluate(scored, val, device, fmt, t.bf16, world=world, transform=score_tf, **kw)
         row = {"epoch": epoch, "train_loss": train_loss, "val_top1": top1,
                "epoch_seconds": seconds, "images_per_second": seen / max(seconds, 1e-9),
                "lr": opt.param_groups[0]["lr"]}
@@ -221,23 +274,31 @@ def fit(model: nn.Module, data, cfg, trial_dir: Path, trial_id: str, logger: Tri
                  row["train_loss"], top1, len(val), row["images_per_second"])
         logger.log({"epoch": epoch, "train/loss": row["train_loss"], "val/top1": top1, "train/lr": row["lr"],
                     "train/images_per_second": row["images_per_second"], "train/epoch_seconds": seconds})
-        if t.checkpoint:
+        if t.checkpoint and world.lead:
             save_checkpoint(ckpt, trial_id, model, opt, sched, ema, state)
-    split_name = "test" if t.score == "test" and data.test is not None else "val"
-    final = datasets.prepare(data.test if split_name == "test" else data.val, px, data.mean, data.std)
     tic = time.perf_counter()
-    state["top1"] = evaluate(scored, final, device, fmt, t.bf16, **kw)
-    state.update(score_split=split_name, score_images=len(final), score_seconds=time.perf_counter() - tic,
-                 train_images=len(train), val_images=len(val), device=device.type)
+    whole_val = val if len(val) == len(data.val) else datasets.prepare(data.val, px, data.mean, data.std)
+    state.update(val_top1=evaluate(scored, whole_val, device, fmt, t.bf16, world=world, transform=score_tf, **kw), val_score_images=len(whole_val))
+    if data.test is not None:
+        test = datasets.prepare(data.test, px, data.mean, data.std)
+        state.update(top1=evaluate(scored, test, device, fmt, t.bf16, world=world, transform=score_tf, **kw), score_split="test",
+                     score_images=len(test))
+    else:
+        state.update(top1=None, score_split=None, score_images=0)
+    state.update(score_seconds=time.perf_counter() - tic, train_images=len(train), val_images=len(val),
+                 device=device.type)
     return state
 
 
 # ---- the trial ---- #
 
 
-def run(cfg, trial_dir: Path, planned: Planned, started: float | None = None) -> dict[str, Any]:
-    """Run (or resume) one planned trial and return its record (`started`: when its job began, time.time())."""
+def run(cfg, trial_dir: Path, planned: Planned, started: float | None = None,
+        world: distributed.World | None = None) -> dict[str, Any]:
+    """Run (or resume) one planned trial and return its record (`started`: when its job began, time.time()).
+    Several processes (`world`, its group joined): all train, rank 0 alone writes the files and the W&B run."""
     started = time.time() if started is None else started
+    world = world or distributed.World()
     trial_dir = Path(trial_dir)
     path = trial_dir / record.RECORD_NAME
     p, s = planned.point, cfg.scaling
@@ -245,15 +306,16 @@ def run(cfg, trial_dir: Path, planned: Planned, started: float | None = None) ->
         trial=trial_dir.name, study=cfg.name, kind=cfg.kind, strategy=cfg.strategy, model=cfg.model.name,
         dataset=cfg.data.name, seed=cfg.seed, epochs=cfg.train.epochs, base_resolution=cfg.data.resolution,
         native_resolution=cfg.data.native_size, host=socket.gethostname(), pid=os.getpid(), slurm_job_id=slurm_job_id(),
+        world_size=world.size,
         started=_now(), target=s.target, tolerance=s.tolerance,
         **{k: p.get(k) for k in ("alpha", "beta", "gamma", "phi", "method", "nominal_flops_factor")},
         depth_mult=p.get("depth_mult"), width_mult=p.get("width_mult"), resolution_mult=p.get("resolution_mult"),
-        coefficients_source=planned.coefficients_source, **planned.ids,
+        coefficients_source=planned.coefficients_source, data_files=planned.data_files, **planned.ids,
         **{f"{g}_config": OmegaConf.to_container(cfg[g], resolve=True) for g in ("model", "data", "train", "scaling")})
     logger = None
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    (trial_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))  # the resolved config
     try:
+        if world.lead:
+            record.write_text_atomic(trial_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))  # resolved config
         if planned.status == "dropped":
             raise ScalingError(planned.reason)
         n = planned.network
@@ -271,30 +333,48 @@ def run(cfg, trial_dir: Path, planned: Planned, started: float | None = None) ->
         log.info("%s d=%.3f w=%.3f r=%.3f -> %d px, depths %s, widths %s, %.2fM params, %.1fM MACs",
                  cfg.model.name, p["depth_mult"], p["width_mult"], p["resolution_mult"], px, built.stage_depths,
                  built.stage_widths, rec["params"] / 1e6, rec["flops"] / 1e6)
-        logger = TrialLogger(cfg.logger, trial_dir=trial_dir, name=trial_dir.name, group=cfg.name,
+        logger = TrialLogger(cfg.logger if world.lead else NO_LOGGER, trial_dir=trial_dir, name=trial_dir.name, group=cfg.name,
                              job_type=cfg.kind, config={**OmegaConf.to_container(cfg, resolve=True), **{
                                  k: rec[k] for k in ("method", "alpha", "beta", "gamma", "phi", "depth_mult",
                                                      "width_mult", "resolution_mult", "resolution", "trial_id")}})
-        state = fit(built.model, data, cfg, trial_dir, planned.ids["trial_id"], logger, px, started)
+        state = fit(built.model, data, cfg, trial_dir, planned.ids["trial_id"], logger, px, started,
+                    nominal_flops_factor=p["depth_mult"] * p["width_mult"] ** 2 * p["resolution_mult"] ** 2,
+                    world=world)
         rec.update(status="ok", epochs_run=state["epoch"], history=state["history"], top1=state["top1"],
                    train_seconds=state["train_seconds"],
                    train_images_per_second=state["images"] / max(state["train_seconds"], 1e-9),
                    startup_seconds=state.get("startup_seconds"),
                    **{k: state[k] for k in ("score_split", "score_images", "score_seconds", "train_images",
-                                            "val_images", "device")})
-        logger.summary({k: rec[k] for k in ("top1", "flops", "params", "activations", "resolution",
+                                            "val_images", "val_top1", "val_score_images", "device")},
+                   recipe_values=state.get("recipe"))
+        logger.summary({k: rec[k] for k in ("val_top1", "top1", "flops", "params", "activations", "resolution",
                                             "train_images_per_second", "measured_flops_factor")})
     except ScalingError as err:  # bad input: one line, no traceback
-        rec.update(status="failed", error=str(err))
+        rec.update(status="failed", error=world.explain(err, str(err)))
         log.error("%s", err)
+    except OSError as err:  # full disk, file too large, I/O error: the machine, not the code; one line
+        rec.update(status="failed", error=world.explain(err, f"{type(err).__name__}: {err}"))
+        log.error("trial failed: %s", rec["error"])
     except Exception as err:  # noqa: BLE001 - the record must say why, the sweep must go on
-        rec.update(status="failed", error=f"{type(err).__name__}: {err}")
+        rec.update(status="failed", error=world.explain(err, f"{type(err).__name__}: {err}"))  # names a dead rank
         log.error("trial failed: %s\n%s", rec["error"], traceback.format_exc())
     finally:
         if logger is not None:
             logger.finish(exit_code=0 if rec["status"] == "ok" else 1)
     rec.update(finished=_now(), job_seconds=time.time() - started)
-    record.write_atomic(path, rec)
+    return write_record(path, rec) if world.lead else rec
+
+
+def write_record(path: Path, rec: dict[str, Any]) -> dict[str, Any]:
+    """Write the trial's record; if even that fails (full disk), return it as failed, its error one line
+    that sweep.py prints (`error: cannot write the record of ...`)."""
+    try:
+        record.write_atomic(path, rec)
+    except OSError as err:
+        before = f"; the trial itself: {rec['error']}" if rec["status"] == "failed" else ""
+        rec.update(status="failed", error=f"cannot write the record of {path.parent}: "
+                                          f"{type(err).__name__}: {err}{before}")
+        log.error("%s", rec["error"])
     return rec
 
 

@@ -85,3 +85,36 @@ def test_cifar_offline_says_how_to_get_it(tmp_path):
     # CIFAR comes through torchvision's download (no network here): the error names the fix
     with pytest.raises(data.DataError, match=r"cifar10 not found under .*data.download=true"):
         data.load(cfg(name="cifar10", root=str(tmp_path), native_size=32, resolution=24), "x")
+
+
+def _folder(tmp_path, with_val: bool):
+    from PIL import Image
+
+    d = data.load(cfg(val_images=100), "x")
+    for split, n in (("train", 48), ("val", 12)) if with_val else (("train", 48),):
+        for i in range(n):
+            folder = tmp_path / split / f"class{int(d.val.labels[i]) % 3}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(d.val.images[i, 0].numpy()).convert("RGB").save(folder / f"{i}.png")
+    return data.load(cfg(name="imagefolder", root=str(tmp_path), val_images=8), "x")
+
+
+def test_imagefolder_val_folder_is_the_test_split(tmp_path):
+    """Choices are made on images held out of train/; val/ (ImageNet's) is scored once, for the report."""
+    f = _folder(tmp_path, with_val=True)
+    assert len(f.train) == 40 and len(f.val) == 8 and f.test is not None and len(f.test) == 12
+
+
+def test_augmentation_is_the_same_with_any_number_of_workers(tmp_path):
+    """data.num_workers is outside the identity, so it must not change a single pixel of any batch."""
+    f = _folder(tmp_path, with_val=False)
+    kw = dict(shuffle=True, seed=7, resolution=24, mean=f.mean, std=f.std)
+    torch.manual_seed(0)
+    inline = list(data.batches(f.train, 8, num_workers=0, **kw))
+    torch.manual_seed(123)  # the global generator must not matter either
+    workers = list(data.batches(f.train, 8, num_workers=2, **kw))
+    assert len(inline) == len(workers) == 5
+    for (xa, ya), (xb, yb) in zip(inline, workers):
+        assert torch.equal(ya, yb) and torch.equal(xa, xb)
+    other_epoch = next(iter(data.batches(f.train, 8, num_workers=0, **{**kw, "seed": 8})))
+    assert not torch.equal(other_epoch[0], inline[0][0])  # the seed does change the draws

@@ -30,7 +30,7 @@ def test_runtime_values_are_marked_once_in_the_schema():
     marked = {f"{g.name}.{f.name}" for g in dataclasses.fields(config.Config)
               if dataclasses.is_dataclass(g.default_factory) for f in dataclasses.fields(g.default_factory)
               if f.metadata.get(config.IDENTITY) is False}
-    assert marked == {"data.root", "data.download", "data.num_workers", "train.device", "train.threads",
+    assert marked == {"data.root", "data.download", "data.num_workers", "model.min_feature", "train.threads",
                       "train.progress", "train.checkpoint"}
     top = {f.name for f in dataclasses.fields(config.Config) if f.metadata.get(config.IDENTITY) is False}
     assert top == {"name", "kind", "strategy", "only_seeds", "paths", "logger"}
@@ -40,7 +40,9 @@ def test_runtime_values_are_marked_once_in_the_schema():
     ("train.lr=0.07", False), ("train.epochs=4", False), ("seed=1", False), ("model.drop_rate=0.3", False),
     ("model=efficientnet_b0_small", False), ("data.resolution=22", False), ("train.bf16=true", False),
     ("train.threads=7", True), ("train.device=cpu", True), ("logger=none", True), ("name=other", True),
-    ("paths.output_dir=/elsewhere", True), ("train.progress=false", True), ("data.root=/x", True),
+    ("paths.output_dir=/elsewhere", True), ("train.progress=false", True), ("train.device=cuda", False),
+    ("model.min_feature=1", True), ("model.small_input=true", True), ("model.drop_path_rate=0.1", False),
+    ("data.num_workers=3", True),
 ])
 def test_identity_changes_exactly_with_what_is_computed(change, same):
     base, other = _plan("train=quick"), _plan("train=quick", change)
@@ -121,3 +123,103 @@ def test_one_constraint_rule_everywhere():
 def test_identity_digest_ignores_key_order():
     assert identity.digest({"a": 1, "b": [1, 2]}) == identity.digest({"b": [1, 2], "a": 1})
     assert OmegaConf.is_config(_cfg()) and identity.computing_values({"name": "x", "seed": 3}) == {"seed": 3}
+
+
+def _copy_fashion_mnist(folder: Path, altered: bool = False) -> Path:
+    """A copy of the Fashion-MNIST files (the Debian package's), optionally with one label changed."""
+    import shutil
+
+    from scaling import data
+
+    src = data.fashion_mnist_folder(None, "data", False)
+    folder.mkdir(parents=True)
+    for f in src.iterdir():
+        shutil.copy(f, folder / f.name)
+    if altered:  # another dataset under the same file names: one byte of the stored file differs
+        target = next(folder.glob("train-labels-idx1-ubyte*"))
+        raw = bytearray(target.read_bytes())
+        raw[-1] ^= 1
+        target.write_bytes(bytes(raw))
+    return folder
+
+
+def test_identity_follows_the_data_read_not_its_path(tmp_path, monkeypatch):
+    """Same files under another path: one trial; other files under one name (or FASHION_MNIST_DIR): another."""
+    base = _plan("train=quick")
+    same = _copy_fashion_mnist(tmp_path / "copy")
+    other = _copy_fashion_mnist(tmp_path / "other", altered=True)
+    assert _plan("train=quick", f"data.root={same}").ids == base.ids
+    assert _plan("train=quick", f"data.root={other}").ids["trial_id"] != base.ids["trial_id"]
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(other))
+    assert _plan("train=quick").ids["trial_id"] != base.ids["trial_id"]
+
+
+def test_a_missing_test_split_is_part_of_the_identity(tmp_path):
+    folder = _copy_fashion_mnist(tmp_path / "no_test")
+    for f in folder.glob("t10k-*"):
+        f.unlink()
+    planned = _plan("train=quick", f"data.root={folder}")
+    assert planned.data_files["test"] is None
+    assert planned.ids["trial_id"] != _plan("train=quick").ids["trial_id"]
+
+
+def _image_folder(root: Path, classes: int, seed: int) -> Path:
+    from PIL import Image
+
+    for c in range(classes):
+        (root / "train" / f"c{c}").mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (40 + seed, 40), (c * 40, i * 30, seed)).save(root / "train" / f"c{c}" / f"{i}.png")
+    return root
+
+
+def test_imagefolders_with_as_many_classes_are_different_trials(tmp_path):
+    a, b = _image_folder(tmp_path / "a", 3, 0), _image_folder(tmp_path / "b", 3, 1)
+    plans = [_plan("data=imagefolder", f"data.root={r}", "data.val_images=2", "model=efficientnet_b0_cpu")
+             for r in (a, b)]
+    assert all(p.status == "run" for p in plans), [p.reason for p in plans]
+    assert plans[0].ids["trial_id"] != plans[1].ids["trial_id"]
+
+
+@pytest.mark.parametrize("root", [None, "/nonexistent/imagenet"])
+def test_imagefolder_not_visible_at_plan_time_stops_with_one_line(root):
+    """The plan must not guess a class count (1000, or the working directory's folders)."""
+    p = _plan("data=imagefolder", *([f"data.root={root}"] if root else []))
+    assert p.status == "dropped" and "data.root=" in p.reason and "not a folder on this machine" in p.reason
+
+
+def test_a_key_added_later_at_its_neutral_default_keeps_old_ids():
+    """Adding a schema key whose default reproduces the old computation must not orphan old records."""
+    @dataclasses.dataclass
+    class Old:
+        lr: float = 0.1
+
+    @dataclasses.dataclass
+    class New:
+        lr: float = 0.1
+        warmup: int = config.since(0)  # 0: no warm-up, what Old computed
+
+    old = identity.computing_values({"lr": 0.1}, Old)
+    assert identity.computing_values({"lr": 0.1, "warmup": 0}, New) == old
+    assert identity.computing_values({"lr": 0.1, "warmup": 5}, New) != old
+
+
+def test_measured_matching_puts_grid_points_at_equal_counted_cost():
+    """Golden networks of the CPU preset (Fashion-MNIST, r0 = 20 px): nominal γ misses 2x by up to 30%;
+    matched, each kept point is within 5% of 2x the baseline's counted FLOPs, and the rest are dropped
+    with the measured factor in the reason."""
+    nominal = _plan("train=demo", "scaling.alpha=1.2", "scaling.beta=1.0", "scaling.gamma=null")
+    matched = _plan("train=demo", "scaling.alpha=1.2", "scaling.beta=1.0", "scaling.gamma=null",
+                    "scaling.match=measured")
+    assert nominal.network["resolution"] == 26 and nominal.cost_mismatch == pytest.approx(-0.068, abs=0.001)
+    assert matched.network["resolution"] == 28 and abs(matched.cost_mismatch) < 0.05
+    assert matched.point["nominal_gamma"] == pytest.approx(nominal.point["gamma"])
+    assert matched.point["gamma"] == pytest.approx(28 / 20) and matched.point["resolution_mult"] == 28 / 20
+    assert matched.ids["trial_id"] != nominal.ids["trial_id"]
+    off = _plan("train=demo", "scaling.alpha=1.0", "scaling.beta=1.1", "scaling.gamma=null",
+                "scaling.match=measured", "scaling.grid_filter=true")
+    assert off.status == "dropped" and "1.83x the baseline's, -8.4% off" in off.reason
+    kept = _plan("train=demo", "scaling.alpha=1.0", "scaling.beta=1.1", "scaling.gamma=null",
+                 "scaling.match=measured")  # without grid_filter: flagged, not dropped
+    assert kept.status == "run" and kept.cost_mismatch == pytest.approx(-0.084, abs=0.001)
+    assert "-8%" in plan.describe([kept])

@@ -5,7 +5,9 @@ only where a study needs it:
 - local: at most `max_parallel` trials at once, each told its thread count (the plugin starts
   every job at once and oversubscribes the CPU);
 - never waiting forever: jobs are polled (`sacct` forced on SLURM) every `poll_s`, so a job that
-  dies without a result (scancel, OOM kill, node loss) is seen in seconds;
+  dies without a result (scancel, OOM kill, node loss) is seen in seconds; where sacct gives no
+  state (missing, broken), squeue does, and a job neither lists for `unknown_timeout_s` is given up;
+- local, warm: a worker process that dies costs only the trial it ran a retry (warm.py);
 - failure records: such a job gets a `failed` record in its trial folder, with the study, model
   and coefficients from the plan, and is returned to Hydra as FAILED;
 - progress: trials done, running, failed and left, elapsed time and an estimate of time left;
@@ -19,6 +21,7 @@ requeue`) reruns the same trial, which resumes from its epoch checkpoint.
 import dataclasses
 import logging
 import os
+import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,10 +39,121 @@ log = logging.getLogger(__name__)
 
 BASE_KEYS = {f.name for f in dataclasses.fields(BaseQueueConf)} - {"_target_", "submitit_folder"}
 INIT_KEYS = {"submitit_folder", "max_num_timeout"}  # go to the executor's constructor, as in the plugin
+RESULT_WAIT_S = 15  # seconds to wait for a completed job's result file (shared file systems lag), as submitit does
 
 
 class TrialDied(RuntimeError):
     """A job that ended without returning a result (killed, cancelled, out of memory)."""
+
+
+class _Watch:
+    """When jobs are over: their result file, or sacct (forced each poll), as submitit reads them."""
+
+    def __init__(self) -> None:
+        self.given_up: dict[str, str] = {}  # job id -> why it was given up on (no result to wait for)
+        self.seen: dict[str, str] = {}  # job id -> its final state per squeue, where sacct gives none
+
+    def done(self, jobs: list) -> list[bool]:
+        """Whether each job is over."""
+        return [j.done(force_check=True) for j in jobs]
+
+
+SQUEUE_ENDED = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
+                "REVOKED", "SPECIAL_EXIT", "TIMEOUT"}  # squeue's final states; every other one is alive
+SACCT_SILENT = "sacct does not list it"  # sacct works, but has no line for the job (yet)
+
+
+class _SlurmWatch(_Watch):
+    """sacct first; where it gives no state (missing, broken, no accounting), squeue, which lists jobs
+    while they are queued or running and for MinJobAge after; a job neither lists for `timeout_s` is
+    given up on (scancel, best effort). submitit alone would poll such a job forever."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__()
+        self.timeout_s = timeout_s
+        self.unseen: dict[str, float] = {}  # job id -> when it was first seen without a state (time.time(), s)
+        self.force = True  # sacct every poll; once it proves missing or broken, on submitit's own schedule
+        # (2 s to 10 min apart, each call a warning), squeue every poll
+
+    def done(self, jobs: list) -> list[bool]:
+        done = [j.done(force_check=self.force) for j in jobs]
+        blind = [j for j, d in zip(jobs, done) if not d and j.job_id not in self.given_up
+                 and j.job_id not in self.seen and j.watcher.get_state(j.job_id, mode="cache") == "UNKNOWN"]
+        for job_id in {j.job_id for j in jobs} - {j.job_id for j in blind}:
+            self.unseen.pop(job_id, None)
+        if blind and self.force and (problem := sacct_problem(blind[0].job_id)) != SACCT_SILENT:
+            self.force = False
+            log.warning("%s: job states from squeue instead; a job neither lists for unknown_timeout_s=%g s "
+                        "is given up", problem, self.timeout_s)
+        if blind:
+            states, squeue_error = squeue_states({j.job_id for j in blind})
+            for j in blind:
+                self._see(j, states.get(j.job_id), squeue_error)
+        return [d or j.job_id in self.given_up or j.job_id in self.seen for j, d in zip(jobs, done)]
+
+    def _see(self, job, state: str | None, squeue_error: str | None) -> None:
+        """Note what squeue says of a job sacct gives no state for; give it up when it is unseen too long."""
+        if state is not None:
+            self.unseen.pop(job.job_id, None)
+            if state in SQUEUE_ENDED:
+                self.seen[job.job_id] = f"{state} per squeue; {sacct_problem(job.job_id)}"
+            return
+        since = self.unseen.setdefault(job.job_id, time.time())
+        if time.time() - since <= self.timeout_s:
+            return
+        cancelled = scancel(job.job_id)
+        self.given_up[job.job_id] = (
+            f"job {job.job_id}: no state for {time.time() - since:.0f} s ({sacct_problem(job.job_id)}; "
+            f"{squeue_error or 'squeue does not list it'}); given up after unknown_timeout_s={self.timeout_s:g}"
+            + (" and scancelled" if cancelled is None else f"; {cancelled}"))
+
+
+def _appears(path: Path, timeout_s: float) -> bool:
+    """Whether `path` exists within `timeout_s` seconds (a shared file system may show it late)."""
+    deadline = time.time() + timeout_s
+    while not path.exists() and time.time() < deadline:
+        time.sleep(1)
+    return path.exists()
+
+
+def _first_line(text: str) -> str:
+    return (text.strip().splitlines() or [""])[0]
+
+
+def squeue_states(job_ids: set[str]) -> tuple[dict[str, str], str | None]:
+    """Job id -> state for the jobs squeue lists (array tasks one by one), and squeue's error if it failed."""
+    mains = ",".join(sorted({i.split("_")[0] for i in job_ids}))
+    try:
+        proc = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T", "-j", mains],
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as err:
+        return {}, f"squeue: {type(err).__name__}: {err}"
+    if proc.returncode:  # also when it knows none of the ids
+        return {}, f"squeue exit {proc.returncode}: {_first_line(proc.stderr)}"
+    return dict(line.split("|", 1) for line in proc.stdout.split() if "|" in line), None
+
+
+def sacct_problem(job_id: str) -> str:
+    """Why sacct gives no state for a job, in words that name sacct."""
+    try:
+        proc = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", job_id.split("_")[0]],
+                              capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        return "sacct not found on PATH"
+    except (OSError, subprocess.SubprocessError) as err:
+        return f"sacct: {type(err).__name__}: {err}"
+    if proc.returncode:
+        return f"sacct exit {proc.returncode}: {_first_line(proc.stderr)}"
+    return SACCT_SILENT
+
+
+def scancel(job_id: str) -> str | None:
+    """Cancel a job; None when scancel ran, else why it could not (best effort: the job may be gone)."""
+    try:
+        proc = subprocess.run(["scancel", job_id], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as err:
+        return f"scancel failed: {type(err).__name__}: {err}"
+    return f"scancel exit {proc.returncode}: {_first_line(proc.stderr)}" if proc.returncode else None
 
 
 class _Launcher(BaseSubmititLauncher):
@@ -64,8 +178,11 @@ class _Launcher(BaseSubmititLauncher):
             for k, v in p.items() if k not in INIT_KEYS and k != "_target_" and v is not None})
         return executor
 
-    def _trial_dir(self, overrides: Sequence[str]) -> Path:
+    def _trial_dir(self, overrides: Sequence[str], job_num: int | None = None) -> Path:
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        if job_num is not None:  # Hydra's default subdir is ${hydra.job.num}
+            with open_dict(cfg.hydra.job):
+                cfg.hydra.job.num = job_num
         return Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
 
     def _submit(self, executor, job_params: list[tuple], progress) -> list:
@@ -85,29 +202,44 @@ class _Launcher(BaseSubmititLauncher):
                                Singleton.get_state()))
         progress = Progress(len(job_params), f"trials ({self._EXECUTOR})")
         jobs = self._submit(self._executor(), job_params, progress)
+        watch = self._watch()
         poll = float(self.params.get("poll_s") or 5)
         while True:
-            done = [j.done(force_check=True) for j in jobs]
+            done = watch.done(jobs)
             progress.show(done=sum(done), running=len(jobs) - sum(done))
             if all(done):
                 break
             time.sleep(poll)
-        returns = [self._collect(job, overrides) for job, overrides in zip(jobs, job_overrides)]
+        returns = [self._collect(job, overrides, watch, initial_job_idx + i)
+                   for i, (job, overrides) in enumerate(zip(jobs, job_overrides))]
         progress.close(failed=sum(r.status != JobStatus.COMPLETED for r in returns))
         return returns
 
-    def _collect(self, job, overrides: Sequence[str]) -> JobReturn:
+    def _watch(self) -> _Watch:
+        """What tells this launcher's jobs are over."""
+        return _Watch()
+
+    def _collect(self, job, overrides: Sequence[str], watch: _Watch, job_num: int) -> JobReturn:
         """The job's return, or FAILED with a `failed` record in its folder when it died without one."""
+        slurm_job_id = str(job.job_id) if self._EXECUTOR == "slurm" else None
+        if job.job_id in watch.given_up:
+            return self._dead(overrides, watch.given_up[job.job_id], slurm_job_id, job_num)
+        seen = watch.seen.get(job.job_id)
+        if seen is not None and not _appears(job.paths.result_pickle, RESULT_WAIT_S * seen.startswith("COMPLETED")):
+            # submitit's results() would wait for sacct forever
+            error = f"job {job.job_id} ended without a result ({seen})"
+            return self._dead(overrides, error, slurm_job_id, job_num)
         try:
             return job.results()[0]
         except Exception as err:  # noqa: BLE001 - UncompletedJobError, FailedJobError, ...
             error = f"job {job.job_id} ended without a result ({job.state}): {str(err).splitlines()[0]}"
-        return self._dead(overrides, error, str(job.job_id) if self._EXECUTOR == "slurm" else None)
+        return self._dead(overrides, error, slurm_job_id, job_num)
 
-    def _dead(self, overrides: Sequence[str], error: str, slurm_job_id: str | None = None) -> JobReturn:
+    def _dead(self, overrides: Sequence[str], error: str, slurm_job_id: str | None = None,
+              job_num: int | None = None) -> JobReturn:
         """FAILED for Hydra, and a `failed` record (study, model, coefficients from the plan) in the trial folder."""
         try:
-            trial_dir = self._trial_dir(overrides)
+            trial_dir = self._trial_dir(overrides, job_num)
         except Exception as err:  # noqa: BLE001 - the overrides themselves are bad: nowhere to write
             trial_dir, error = None, f"{error}; {type(err).__name__}: {str(err).splitlines()[0]}"
         if trial_dir is not None:
@@ -160,25 +292,11 @@ class _Preload:
                 os.environ["LD_PRELOAD"] = self.saved
 
 
-def _warm_init(threads: int | None) -> None:
-    """A warm worker: torch threads for every trial it will run."""
-    if threads:
-        os.environ["SCALING_THREADS"] = str(threads)
-
-
-def _warm_run(payload: bytes) -> bytes:
-    """Run one job in a warm worker (cloudpickle both ways, as submitit does)."""
-    import cloudpickle
-
-    launcher, params = cloudpickle.loads(payload)
-    return cloudpickle.dumps(launcher.run_here(*params))
-
-
 class LocalLauncher(_Launcher):
     """Local trials, at most `max_parallel` at a time: submitit processes (one per trial), or with
     `warm=true` one long-lived process per slot that runs trial after trial (no per-trial start-up:
-    imports, data). A worker that dies (OOM kill, segfault) is replaced and its trials rerun, resuming
-    from their checkpoints; a trial that is running when workers die 3 times is recorded failed."""
+    imports, data). A worker that dies (OOM kill, segfault) is replaced and only the trial it ran is
+    rerun, resuming from its checkpoint; a trial whose worker dies CRASHES times is recorded failed."""
 
     _EXECUTOR = "local"
     _UPSTREAM = LocalQueueConf
@@ -202,42 +320,25 @@ class LocalLauncher(_Launcher):
             return self._launch_warm(job_overrides, initial_job_idx)
 
     def _launch_warm(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        import concurrent.futures as cf
-        import multiprocessing as mp
-        from concurrent.futures.process import BrokenProcessPool
-
         import cloudpickle
 
+        from hydra_plugins.compound_scaling.warm import WarmPool
         from scaling.progress import Progress
 
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         params = [(list(o), "hydra.sweep.dir", initial_job_idx + i, f"warm_{initial_job_idx + i}",
                    Singleton.get_state()) for i, o in enumerate(job_overrides)]
-        limit = max(1, int(self.params.get("max_parallel") or 1))
+        limit = max(1, min(len(params), int(self.params.get("max_parallel") or 1)))
         progress = Progress(len(params), "trials (local, warm)")
         results: dict[int, JobReturn] = {}
-        crashes = {i: 0 for i in range(len(params))}
-        pending = list(range(len(params)))
-        while pending:
-            with cf.ProcessPoolExecutor(max_workers=limit, mp_context=mp.get_context("spawn"),
-                                        initializer=_warm_init, initargs=(self.params.get("cpus_per_task"),)) as pool:
-                futures = {pool.submit(_warm_run, cloudpickle.dumps((self, params[i]))): i for i in pending}
-                pending = []
-                for fut in cf.as_completed(futures):
-                    i = futures[fut]
-                    try:
-                        results[i] = cloudpickle.loads(fut.result())
-                    except BrokenProcessPool:
-                        crashes[i] += 1
-                        if crashes[i] < self.CRASHES:
-                            pending.append(i)
-                        else:
-                            results[i] = self._dead(job_overrides[i], f"worker process died {crashes[i]} times")
-                    except Exception as err:  # noqa: BLE001 - the job raised outside the task (e.g. bad overrides)
-                        results[i] = self._dead(job_overrides[i], f"{type(err).__name__}: {err}")
-                    progress.show(done=len(results), running=min(limit, len(futures) - len(results)))
-            if pending:
-                log.warning("a warm worker died; rerunning %d trial(s) (they resume from checkpoints)", len(pending))
+        with WarmPool(limit, self.params.get("cpus_per_task"), self.CRASHES) as pool:
+            for ended in pool.run(len(params), lambda i: cloudpickle.dumps((self, params[i])),
+                                  float(self.params.get("poll_s") or 1)):
+                for i, outcome in ended:
+                    results[i] = (cloudpickle.loads(outcome.result) if outcome.result is not None
+                                  else self._dead(job_overrides[i], outcome.error, job_num=initial_job_idx + i))
+                progress.show(done=len(results), running=pool.running,
+                              failed=sum(r.status != JobStatus.COMPLETED for r in results.values()))
         returns = [results[i] for i in range(len(params))]
         progress.close(failed=sum(r.status != JobStatus.COMPLETED for r in returns))
         return returns
@@ -261,6 +362,10 @@ class SlurmLauncher(_Launcher):
 
     _EXECUTOR = "slurm"
     _UPSTREAM = SlurmQueueConf
+
+    def _watch(self) -> _Watch:
+        timeout = self.params.get("unknown_timeout_s")
+        return _SlurmWatch(float(SlurmConf.unknown_timeout_s if timeout is None else timeout))
 
 
 # ---- configs: the plugin's typed schemas, extended, under our own names ---- #
@@ -294,6 +399,8 @@ class SlurmConf(SlurmQueueConf):
     setup: list[str] | None = None  # shell lines before srun, e.g. ["source .venv/bin/activate"]
     additional_parameters: dict[str, Any] = field(default_factory=dict)  # other sbatch flags
     poll_s: float = 5.0  # seconds between forced sacct checks
+    unknown_timeout_s: float = 600.0  # seconds a job may go without a state (sacct missing or broken, and
+    # squeue not listing it) before it is given up on: scancel, and a failed record naming sacct
 
 
 CONFS = {"local": LocalConf, "slurm": SlurmConf, "submitit_local": LocalQueueConf, "submitit_slurm": SlurmQueueConf}

@@ -11,6 +11,11 @@ and the terminal; `hydra.sweeper.plan_only=true` (`python sweep.py -m ... --plan
   drop the points the statistics say are worse and add seeds to the survivors, until one point is
   left, the survivors are within `practical_difference`, or the seed cap or budget is spent. The
   records on disk are its state: a killed race, rerun, retrains nothing and reaches the same decision.
+  Its seeds, drawn in order: `seed=a,b,c` on the command line when given (an explicit list: `max_seeds`
+  defaults to its length and may not exceed it; replicate a study on fresh seeds this way), else
+  `hydra.sweeper.race.first_seed` .. first_seed + max_seeds − 1 (0 .. 5 by default). A `seed` list in
+  a sweep file's `hydra.sweeper.params` is the grid sweeper's and is ignored. The plan header says which.
+  Bad race settings are one `error:` line (exit 2) before anything is planned.
 """
 
 
@@ -37,11 +42,15 @@ from scaling.coefficients import ScalingError
 log = logging.getLogger(__name__)
 
 
+DEFAULT_MAX_SEEDS = 6  # the race's seed cap when neither max_seeds nor a seed= list sets it
+
+
 @dataclass
 class RaceConf:
-    max_seeds: int = 6  # seed cap per point
+    max_seeds: int | None = None  # seed cap per point (null: the length of a seed=a,b,c list, else 6)
     initial_seeds: int = 2  # seeds every point runs in round 1
     seeds_per_round: int = 1  # seeds added to each survivor per round
+    first_seed: int = 0  # without seed=a,b,c the race's seeds are first_seed .. first_seed + max_seeds - 1
     budget_trials: int | None = None  # stop when this many trials have run
     budget_seconds: float | None = None  # stop when this many training seconds are spent
     practical_difference: float = 0.0  # stop when the survivors lie within this many points
@@ -60,6 +69,65 @@ class GridSweeperConf:
 class RaceSweeperConf(GridSweeperConf):
     mode: str = "race"
     race: RaceConf = field(default_factory=RaceConf)
+
+
+@dataclass
+class RaceSeeds:
+    """The seeds a race draws, in order (its seed cap is their number), and where they came from."""
+
+    seeds: list[int]
+    source: str  # for the plan header: the seed= list, or first_seed
+
+
+def race_seeds(r: Any, explicit: list[int] | None) -> RaceSeeds:
+    """The race's seeds from its settings and a command-line seed list; bad settings raise one ScalingError line."""
+    key = "hydra.sweeper.race."
+    if r.max_seeds is not None and r.max_seeds < 1:
+        raise ScalingError(f"{key}max_seeds={r.max_seeds} is not allowed; allowed: an integer >= 1, or null "
+                           f"(the length of seed=a,b,c, else {DEFAULT_MAX_SEEDS})")
+    if explicit is not None:
+        listed = f"seed={','.join(map(str, explicit))}"
+        if len(set(explicit)) != len(explicit):
+            raise ScalingError(f"{listed} repeats a seed; allowed: distinct seeds")
+        if r.first_seed != 0:
+            raise ScalingError(f"{key}first_seed={r.first_seed} and {listed} both choose the race's seeds; "
+                               "allowed: one of them")
+        if r.max_seeds is not None and r.max_seeds > len(explicit):
+            raise ScalingError(f"{key}max_seeds={r.max_seeds} exceeds the {len(explicit)} seeds of {listed}; "
+                               f"allowed: 1 .. {len(explicit)}, or null (all of them)")
+        cap = r.max_seeds or len(explicit)
+        cap_name = f"{key}max_seeds={cap}" if r.max_seeds is not None else f"the {cap} seed(s) of {listed}"
+        seeds = RaceSeeds(explicit[:cap], f"{listed} on the command line")
+    else:
+        if r.first_seed < 0:
+            raise ScalingError(f"{key}first_seed={r.first_seed} is negative; allowed: an integer >= 0")
+        cap = r.max_seeds or DEFAULT_MAX_SEEDS
+        cap_name = f"{key}max_seeds={cap}"
+        seeds = RaceSeeds(list(range(r.first_seed, r.first_seed + cap)), f"{key}first_seed={r.first_seed}")
+    check_race(r, cap_name, cap)
+    return seeds
+
+
+def check_race(r: Any, cap_name: str, cap: int) -> None:
+    """The round and stopping settings (analysis/race.py `decide`), against the seed cap; one ScalingError line."""
+    key = "hydra.sweeper.race."
+    if r.initial_seeds < 1:
+        raise ScalingError(f"{key}initial_seeds={r.initial_seeds} is not allowed; allowed: 1 .. {cap} "
+                           "(seeds every point runs in round 1)")
+    if r.initial_seeds > cap:
+        raise ScalingError(f"{key}initial_seeds={r.initial_seeds} exceeds {cap_name}; allowed: "
+                           f"1 <= initial_seeds <= max_seeds")
+    if r.seeds_per_round < 1:
+        raise ScalingError(f"{key}seeds_per_round={r.seeds_per_round} is not allowed; allowed: an integer >= 1")
+    if r.budget_trials is not None and r.budget_trials < r.initial_seeds:
+        raise ScalingError(f"{key}budget_trials={r.budget_trials} is below round 1's {r.initial_seeds} seeds "
+                           "per point; allowed: null or >= points x initial_seeds")
+    if r.budget_seconds is not None and r.budget_seconds <= 0:
+        raise ScalingError(f"{key}budget_seconds={r.budget_seconds} is not allowed; allowed: null or > 0 "
+                           "(training seconds)")
+    if r.practical_difference < 0:
+        raise ScalingError(f"{key}practical_difference={r.practical_difference} is negative; allowed: >= 0 "
+                           "(top-1 points)")
 
 
 class PlanSweeper(Sweeper):
@@ -97,6 +165,20 @@ class PlanSweeper(Sweeper):
             else:
                 axes[key] = [f"{key}={o.get_value_element_as_str()}"]
         return [list(p) for p in itertools.product(*axes.values())]
+
+    def _seed_list(self, arguments: list[str]) -> list[int] | None:
+        """The seeds of a `seed=...` on the command line, in the order given (None when there is none)."""
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        found = [o for o in parser.parse_overrides(list(arguments)) if o.get_key_element() == "seed"]
+        if not found:
+            return None
+        o = found[-1]
+        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+        try:
+            return [int(v) for v in values]
+        except ValueError:
+            raise ScalingError(f"seed={','.join(values)}: not an integer list; allowed: seed=a,b,c "
+                               "(integers, the race's seeds in order)") from None
 
     def _compose(self, overrides: list[str]) -> DictConfig:
         return self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
@@ -152,7 +234,8 @@ class PlanSweeper(Sweeper):
         try:
             grid = self._grid(arguments)
             if self.mode == "race":
-                return self._race(grid)
+                seeds = race_seeds(self.race, self._seed_list(arguments))  # before planning: bad settings fail fast
+                return self._race(grid, seeds)
             points = self._plan(grid)
             self._write_plan(points)
             runnable = [p for p in points if p.status == "run"]
@@ -190,7 +273,7 @@ class PlanSweeper(Sweeper):
 
     # ---- the race ---- #
 
-    def _race(self, grid: list[list[str]]) -> list[JobReturn]:
+    def _race(self, grid: list[list[str]], seeds: RaceSeeds) -> list[JobReturn]:
         """Rounds of shared seeds over the grid's points; the records on disk are the state."""
         import pandas as pd
 
@@ -198,15 +281,22 @@ class PlanSweeper(Sweeper):
 
         r = self.race
         unseeded = dict.fromkeys(tuple(o for o in g if not o.startswith("seed=")) for g in grid)  # the race seeds
-        full = self._plan([[*g, f"seed={s}"] for s in range(r.max_seeds) for g in unseeded])
+        full = self._plan([[*g, f"seed={s}"] for s in seeds.seeds for g in unseeded])
         unique = {p.ids["arch"]: p for p in full if p.status == "run"}
+        self._write_plan(full, header=f"race over {len(unique)} distinct networks, up to {len(seeds.seeds)} "
+                         f"shared seeds each: seeds {', '.join(map(str, seeds.seeds))} in this order "
+                         f"({seeds.source})\n")
         if not unique:
             raise ScalingError("scaling: no point of this race can run (every point is dropped, see the plan)")
-        self._write_plan(full, header=f"race over {len(unique)} distinct networks, up to {r.max_seeds} shared "
-                         "seeds each\n")
+        if r.budget_trials is not None and r.budget_trials < len(unique) * r.initial_seeds:
+            raise ScalingError(f"hydra.sweeper.race.budget_trials={r.budget_trials} is below round 1's "
+                               f"{len(unique)} networks x {r.initial_seeds} seeds; allowed: null or >= "
+                               f"{len(unique) * r.initial_seeds}")
         if self.plan_only:
             return []
         by_key = {(p.ids["arch"], p.point["seed"]): p for p in full if p.status == "run"}
+        settings = {**(OmegaConf.to_container(r) if OmegaConf.is_config(r) else vars(r)),
+                    "max_seeds": len(seeds.seeds), "seeds": seeds.seeds}
         returns: list[JobReturn] = []
         while True:
             rows = []
@@ -214,13 +304,12 @@ class PlanSweeper(Sweeper):
                 rec = record.read(self.sweep_dir / p.dirname / record.RECORD_NAME)
                 if rec and rec.get("status") == "ok":
                     rows.append({**rec, "arch": arch, "seed": seed})
-            state = racing.decide(pd.DataFrame(rows), list(unique), max_seeds=r.max_seeds,
+            state = racing.decide(pd.DataFrame(rows), list(unique), max_seeds=len(seeds.seeds), seeds=seeds.seeds,
                                   initial_seeds=r.initial_seeds, seeds_per_round=r.seeds_per_round,
                                   budget_trials=r.budget_trials, budget_seconds=r.budget_seconds,
                                   practical_difference=r.practical_difference)
-            settings = OmegaConf.to_container(r) if OmegaConf.is_config(r) else vars(r)
-            saved = {**state.to_dict(), "full_grid_trials": len(unique) * r.max_seeds, "settings": settings}
-            (self.sweep_dir / "race.json").write_text(json.dumps(saved, indent=2, default=str) + "\n")
+            saved = {**state.to_dict(), "full_grid_trials": len(unique) * len(seeds.seeds), "settings": settings}
+            record.write_atomic(self.sweep_dir / "race.json", saved)
             if state.done:
                 print(f"race: done after round {state.round}: {state.reason}; {len(state.alive)} point(s) left",
                       flush=True)

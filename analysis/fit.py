@@ -42,24 +42,20 @@ import numpy as np
 import pandas as pd
 from scipy import spatial, stats
 
+from analysis import verdict
+from analysis.metrics import CHOICE, METRICS, REPORT
 from analysis.stats import (
     KEY,
     LEVEL,
     NOISE,
-    POWER,
     Analysis,
     Design,
     FitError,
     analyze,
     drop_outliers,
-    expected_max,
-    mdd,
-    seeds_to_resolve,
     summaries,
     with_keys,
 )
-from analysis import verdict
-from analysis.metrics import CHOICE, METRICS, REPORT
 from scaling.coefficients import DEFAULT_TARGET, DEFAULT_TOLERANCE, on_constraint
 
 REQUIRED = ("alpha", "beta", "gamma", "phi", "seed", "flops", CHOICE)
@@ -361,8 +357,9 @@ def main(argv: list[str] | None = None) -> None:
         if race is not None:
             from analysis.race import decision  # the race imports this module
 
-            fixed = [f"--{k.replace('_', '-')}" for k in ("level", "max_cost_gap", "robust", "noise", "target", "tolerance")
-                     if getattr(args, k) not in (None, False, LEVEL, "per_point")]
+            options = ("level", "max_cost_gap", "robust", "noise", "target", "tolerance")
+            fixed = [f"--{k.replace('_', '-')}" for k in options if getattr(args, k) not in (None, False, LEVEL,
+                                                                                              "per_point")]
             if fixed:
                 raise FitError(f"{', '.join(fixed)}: a raced folder's set is the race's own (race.json fixes its "
                                "level and seeds); to test its records another way, collect them to a CSV and use --csv")

@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.fit import grid_argmax  # noqa: E402
-from analysis.metrics import METHODS, METRICS  # noqa: E402
+from analysis.metrics import CHOICE, METHODS, METRICS  # noqa: E402
 from scaling.record import write_text_atomic  # noqa: E402 - no torch
 
 FLOPS, TOP1 = METRICS["flops"], METRICS["top1"]
@@ -191,7 +191,7 @@ def grid_heatmap(df: pd.DataFrame, out_dir: Path, fit: dict | None = None, targe
                              gridspec_kw={"width_ratios": [1.4, 1]} if race else None)
     ax = axes[0] if race else axes
     mesh = ax.pcolormesh(ea, eb, np.ma.masked_invalid(z), cmap="viridis", shading="flat")
-    fig.colorbar(mesh, ax=ax, label=f"mean {TOP1.axis}")
+    fig.colorbar(mesh, ax=ax, label=f"mean {METRICS[CHOICE].axis}")  # the fit's means: the choice split
     dropped = (race or {}).get("dropped", {})
     lo, hi = np.nanmin(z), np.nanmax(z)
     for _, c in cells.iterrows():
@@ -220,7 +220,7 @@ def grid_heatmap(df: pd.DataFrame, out_dir: Path, fit: dict | None = None, targe
     ax.set_ylim(eb[0], eb[-1])
     ax.set_xlabel(f"{METRICS['alpha'].label}, γ solved from α·β²·γ² = {target:g}")
     ax.set_ylabel(METRICS["beta"].label)
-    ax.set_title("φ = 1 grid: mean top-1 ± s.e., seeds per cell", fontsize=10)
+    ax.set_title(f"φ = 1 grid: mean {METRICS[CHOICE].label.lower()} ± s.e., seeds per cell", fontsize=10)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)
     if race:
         full = race.get("full_grid_trials") or len(fit["points"]) * max(p["seeds"] for p in fit["points"])

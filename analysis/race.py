@@ -156,12 +156,17 @@ def _race(df: pd.DataFrame | None, points: list[str], *, max_seeds: int, initial
     order = race_seeds(max_seeds, seeds, first_seed)
     rank = {s: i for i, s in enumerate(order)}  # a seed's place in the race; seeds outside it are ignored
     tried, ok = _records(df, points)
-    tried = tried[tried["seed"].isin(order)]
-    ok = ok[ok["seed"].isin(order)]
+    tried, ok = (rows[rows["seed"].isin(order)] for rows in (tried, ok))
     done_pairs = set(zip(tried["point"], tried["seed"]))
     through = lambda r: seeds_through(r, initial_seeds, seeds_per_round, max_seeds)
     each = lambda r: round_level(r, level, initial_seeds, seeds_per_round, max_seeds)  # Bonferroni over rounds
-    scheduled = lambda rows, limit: rows[rows["seed"].map(rank) < rows["point"].map(limit).fillna(0)]
+    place = {id(rows): (np.searchsorted(points, rows["point"].to_numpy(str)), rows["seed"].map(rank).to_numpy(int))
+             for rows in (tried, ok)}  # each row's point index and its seed's place in the race
+
+    def scheduled(rows: pd.DataFrame, limit: dict[str, int]) -> pd.DataFrame:
+        """The rows of seeds the schedule has reached at their point."""
+        point, place_ = place[id(rows)]
+        return rows[place_ < np.array([limit[p] for p in points], int)[point]] if len(rows) else rows
     state = lambda r, **kw: RaceState(r, alive, dropped, history=history, level=level, round_level=each(r),
                                       seeds=order, **kw)
     alive, dropped, history, r, last = list(points), {}, [], 1, None
@@ -250,7 +255,8 @@ def _final(state: RaceState, last: _Round, target: float, tolerance: float, rule
     """The fit's JSON for the race's final set: the last round's test on its rows, whose set is the survivors."""
     a = analyze(last.rows, last.level, among=last.among, noise=noise)
     rounds = round(state.level / state.round_level)
-    a = replace(a, method=f"race (F-race, Birattari et al. 2002): after each round, points outside the confidence "
+    a = replace(a, level=state.level,
+                method=f"race (F-race, Birattari et al. 2002): after each round, points outside the confidence "
                           f"set for the best among the survivors are dropped, each round at level {state.level:g}/"
                           f"{rounds} (Bonferroni over the {rounds} possible rounds, so the true best survives the "
                           f"race with probability >= {1 - state.level:g}); the set is the survivors after round "
@@ -271,8 +277,9 @@ def decision(df: pd.DataFrame, race: dict, *, rule: str = "highest_mean") -> dic
     points = sorted({*race.get("alive", []), *(race.get("dropped") or {})})
     state, last = _race(df, points, **kw)
     if not state.done or last is None:
-        raise FitError(f"the race is not finished (round {state.round} still needs {sum(map(len, state.next_seeds.values()))} "
-                       "trial(s)): rerun its sweep to finish it")
+        todo = sum(map(len, state.next_seeds.values()))
+        raise FitError(f"the race is not finished (round {state.round} still needs {todo} trial(s)): rerun its "
+                       "sweep to finish it")
     target, tolerance = settings(df, None, None)
     out = _final(state, last, target, tolerance, rule, kw.get("noise", "per_point"))
     if set(state.alive) != set(race.get("alive", [])):

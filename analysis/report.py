@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 
 from analysis import collect, plots
-from analysis.fit import FitError, fit
+from analysis.fit import FitError, fit, race_file
 from analysis.race import decision as race_decision
-from scaling.record import write_text_atomic  # no torch
+from scaling import plan  # no torch (it builds models in deferred imports)
+from scaling.record import RECORD_NAME, write_text_atomic  # no torch
 
 FIGURES = ("accuracy_vs_flops", "heatmap", "fig4", "table3")
 
@@ -59,11 +60,7 @@ def recipe_per_model(df, recipe: str | None = None):
 
 def race_state(folders: list[str]) -> dict | None:
     """The race's state (race.json, written by hydra/sweeper=race) in one of the folders, if any."""
-    for folder in folders:
-        path = Path(folder) / "race.json"
-        if path.is_file():
-            return json.loads(path.read_text())
-    return None
+    return race_file(folders)
 
 
 def _num(v, fmt: str = ".2f") -> str:
@@ -86,7 +83,8 @@ def summary_lines(result: dict, race: dict | None) -> list[str]:
     sel = result["selected"]
     lines.append(f"selected ({sel['rule']}): alpha={sel['alpha']:.3g} beta={sel['beta']:.3g} gamma={sel['gamma']:.3g}"
                  f": {choose} {sel['mean']:.2f}, {show} {_num(sel.get('test_top1'))} ± {_num(sel.get('test_se'))}; "
-                 f"ranges over the set: alpha {result['alpha_ci']}, beta {result['beta_ci']}, gamma {result['gamma_ci']}")
+                 f"ranges over the set: alpha {result['alpha_ci']}, beta {result['beta_ci']}, "
+                 f"gamma {result['gamma_ci']}")
     sigma, mdd, test = result.get("sigma"), result.get("mdd"), result.get("mdd_test")
     noisy = [p["key"] for p in result.get("points", []) if p.get("own_noise")]
     if sigma is None:
@@ -108,6 +106,45 @@ def summary_lines(result: dict, race: dict | None) -> list[str]:
                      f" ({len(race.get('alive') or [])} point(s) left = the set above); {used} trials"
                      + (f" of the full grid's {full} ({used / full:.0%})" if used and full else "")
                      + (f", {race.get('train_seconds'):.0f} s of training" if race.get("train_seconds") else ""))
+    return lines
+
+
+def estimated_and_actual(folders: list[str]) -> list[tuple[dict, dict]]:
+    """(plan line, record) of every finished trial whose plan line holds an estimate (scaling/cost.py)."""
+    pairs = {}
+    for folder in folders:
+        for line in plan.read(Path(folder) / plan.PLAN_NAME):
+            path = Path(folder) / str(line.get("dirname")) / RECORD_NAME
+            if line.get("status") == "run" and (line.get("estimate") or {}).get("train_seconds") and path.is_file():
+                rec = json.loads(path.read_text())
+                if rec.get("status") == "ok" and rec.get("train_seconds"):
+                    pairs[path] = (line, rec)
+    return list(pairs.values())
+
+
+def estimate_lines(folders: list[str]) -> list[str]:
+    """The plan's estimated seconds against the finished trials' actual ones: training (the record's
+    `train_seconds`) and training + scoring (the job's seconds after start-up)."""
+    pairs = estimated_and_actual(folders)
+    if not pairs:
+        return []
+    est = [line["estimate"] for line, _ in pairs]
+    train = np.array([r["train_seconds"] / e["train_seconds"] for e, (_, r) in zip(est, pairs)])
+    after = np.array([(r["job_seconds"] - (r.get("startup_seconds") or 0)) / line["estimated_seconds"]
+                      for line, r in pairs if r.get("job_seconds")])
+    error = max(e["error"] for e in est)
+    hours = lambda values: sum(values) / 3600  # noqa: E731
+    lines = [f"cost estimate against actual ({len(pairs)} trials; rate: {'; '.join(sorted({e['source'] for e in est}))}"
+             f"; stated error ±{error:.0%} of training seconds):",
+             f"  training seconds, actual / estimated: median {np.median(train):.2f}, range {train.min():.2f}-"
+             f"{train.max():.2f}, {np.sum(np.abs(train - 1) <= error)} of {len(train)} within ±{error:.0%}; "
+             f"{hours(r['train_seconds'] for _, r in pairs):.2f} h, "
+             f"estimated {hours(e['train_seconds'] for e in est):.2f} h"]
+    if len(after):
+        lines.append(f"  training + scoring (the job after start-up), actual / estimated: median "
+                     f"{np.median(after):.2f}, range {after.min():.2f}-{after.max():.2f}; whole jobs "
+                     f"{hours(r.get('job_seconds') or 0 for _, r in pairs):.2f} trial-hours, estimated "
+                     f"{hours(line['estimated_seconds'] for line, _ in pairs):.2f} without start-up")
     return lines
 
 
@@ -160,6 +197,8 @@ def report(folders: list[str], out: Path, only: tuple[str, ...] = FIGURES, name:
         print(f"  wrote {f}")
     if result:
         print("\n".join(summary_lines(result, race)))
+    for line in estimate_lines(folders):
+        print(line)
     return {"results": analysed, "fit": result, "files": files}
 
 

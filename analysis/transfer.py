@@ -97,7 +97,7 @@ def trials(df: pd.DataFrame, native_size: int | None = None) -> pd.DataFrame:
         if col not in rows.columns:
             rows[col] = np.nan
     rows["upscaled"] = rows["upscaled"].fillna(False).astype(bool)
-    rows = check(rows, ["strategy", "phi", "seed"], REPORT, TransferError)  # one line on duplicate runs or mixed recipes
+    rows = check(rows, ["strategy", "phi", "seed"], REPORT, TransferError)  # duplicate runs, mixed recipes: one line
     if CHOICE not in rows.columns:
         rows[CHOICE] = np.nan
     shape = rows.groupby(["strategy", "phi"])[["depth_mult", "width_mult", "resolution_mult"]].nunique()
@@ -223,11 +223,12 @@ def multiplicity(tab: pd.DataFrame) -> str:
     """How the table's intervals are corrected for multiplicity, with their count."""
     shown = int(tab["vs_best_lo"].notna().sum() + tab["vs_selected_lo"].notna().sum())
     k = sum(s in set(tab["strategy"]) for s in SINGLE)
-    by = "validation" if tab["best_single_by"].iloc[0] == CHOICE else "test (the records have no validation score)"
+    by = ("validation top-1" if tab["best_single_by"].iloc[0] == CHOICE else
+          "test top-1, as the records have no validation score")
     return (f"Multiplicity: each of the {shown} intervals is a {100 * (1 - LEVEL):g}% interval for its own "
             f"comparison, paired by seed on test top-1, and they are not corrected jointly (by chance about "
             f"{LEVEL * shown:.1f} of {shown} would miss). \"Δ vs best single\" is corrected for picking the best of "
-            f"the {k} single dimensions (on {by} top-1): its lower end is the lowest of the {k} paired lower ends, "
+            f"the {k} single dimensions (on {by}): its lower end is the lowest of the {k} paired lower ends, "
             f"its upper end the lowest of the {k} upper ends at {100 * LEVEL / 2:g}%/{k} (Bonferroni), and its "
             "difference is cross-fitted (each seed's best single picked on the other seeds), so neither "
             "direction errs more than 2.5% whichever single is truly best. The verdict rests on that one "
@@ -355,8 +356,8 @@ def figure(t: pd.DataFrame, out_dir: Path, name: str = "transfer_fig8") -> list[
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter
 
-    g = t.groupby(["strategy", "phi"]).agg(flops=("flops", "mean"), top1=("top1", "mean"),
-                                           sd=("top1", "std"), n=("top1", "size"), upscaled=("upscaled", "max"))
+    g = t.groupby(["strategy", "phi"]).agg(flops=("flops", "mean"), top1=(REPORT, "mean"),
+                                           sd=(REPORT, "std"), n=(REPORT, "size"), upscaled=("upscaled", "max"))
     g["se"] = (g["sd"] / np.sqrt(g["n"])).fillna(0.0)
     g = g.reset_index()
     base = g[g["strategy"] == "baseline"]

@@ -20,10 +20,12 @@ def power(a: Analysis, chosen: str) -> dict:
     others = [j for j in range(len(keys)) if c.among[j] and j != s]
     if a.sigma is None or a.exact or not others:
         return {"mdd": None, "mdd_test": None, "seeds_to_resolve": None}
-    se, df = c.diff_se[s, others, 0], c.diff_df[s, others, 0]
-    detect = mdd(se, df, c.each)
-    test = {"versus": "the selected point", "comparisons": int(c.among.sum()) - 1, "one_sided_level": c.each,
-            "df": float(np.median(df)), "se": float(np.median(se)), "power": POWER,
+    m = int(c.among.sum())
+    detect = mdd(a.design, c.point_sd[:, 0] ** 2, s, c.among, c.each * (m - 1), noise=a.noise)[others]
+    df = c.diff_df[s, others, 0]
+    test = {"versus": "the selected point", "comparisons": m - 1, "one_sided_level": c.each,
+            "df": float(np.median(df)), "se": float(np.median(c.diff_se[s, others, 0])), "power": POWER,
+            "noise": "the variances the comparisons used (points: sd_used)",
             "per_point": {keys[j]: float(v) for j, v in zip(others, detect)}}
     order = [j for j in np.argsort(-c.mean[:, 0], kind="stable") if c.among[j]]
     top, second = order[0], order[1]

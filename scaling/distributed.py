@@ -39,6 +39,7 @@ from scaling.coefficients import ScalingError
 log = logging.getLogger(__name__)
 REPORT_GRACE_S = 5.0  # seconds rank 0 waits for the other ranks' reports after a collective failed under it
 DECISIONS = ("wait", "train", "skip")  # what rank 0 tells the others about a claimed trial
+Batch = tuple[torch.Tensor, torch.Tensor]  # images, labels
 
 
 class JoinError(RuntimeError):
@@ -63,7 +64,7 @@ class World:
         """Whether this process is rank 0, which claims the trial and writes its files."""
         return self.rank == 0
 
-    def shard(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def shard(self, batches: Iterable[Batch]) -> Iterator[Batch]:
         """This rank's images of every batch: every size-th one from its rank (all of them in one process)."""
         if self.size == 1:
             yield from batches
@@ -231,15 +232,17 @@ def joined(world: World, device: str, timeout_s: float) -> Iterator[World]:
                                 rank=world.rank, world_size=world.size, timeout=timeout)
     except Exception as err:
         raise JoinError(f"rank {world.rank} of {world.size}: the trial's processes did not all join within "
-                           f"train.collective_timeout_s={timeout_s:g} ({type(err).__name__}: "
-                           f"{(str(err).splitlines() or [''])[0][:200]})") from err
+                        f"train.collective_timeout_s={timeout_s:g} ({type(err).__name__}: "
+                        f"{(str(err).splitlines() or [''])[0][:200]})") from err
     world.store = store
+    root, level = logging.getLogger(), logging.getLogger().level
     if not world.lead:  # one log per trial: rank 0's (warnings and errors of the others still show)
-        logging.getLogger().setLevel(logging.WARNING)
+        root.setLevel(logging.WARNING)
     try:
         yield world
     finally:
         leave()
+        root.setLevel(level)
 
 
 def leave() -> None:

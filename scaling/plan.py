@@ -39,13 +39,16 @@ class Planned:
     ids: dict[str, str] = field(default_factory=dict)  # recipe, arch, trial_id
     network: dict[str, Any] = field(default_factory=dict)  # resolution (px), stage_depths, stage_widths, params
     flops: int | None = None  # multiply-adds per image, counted on the built model
-    activations: int | None = None
+    activations: int | None = None  # conv output elements per image, counted on the built model
     base_flops: int | None = None  # the baseline (d = w = r = 1) built the same way
+    base_activations: int | None = None  # the baseline's activations (a rate given for it scales by these)
     overrides: list[str] = field(default_factory=list)  # the command-line overrides of this point
     coefficients_source: str | None = None  # the fit file the coefficients came from
     baseline: str | None = None  # digest of the model and data groups: with `point`, the key of its plan line
     data_files: dict[str, Any] = field(default_factory=dict)  # fingerprint of the data read (scaling.data)
     cost_mismatch: float | None = None  # compound points: measured FLOPs factor / target^φ − 1
+    estimated_seconds: float | None = None  # training + scoring seconds, estimated before launch (scaling/cost.py)
+    estimate: dict[str, Any] = field(default_factory=dict)  # its parts: train_seconds, score_seconds, rates, source
 
     @property
     def measured_flops_factor(self) -> float | None:
@@ -202,7 +205,7 @@ class Planner:
             planned.status, planned.reason = "dropped", str(err)
             return planned
         planned.network, planned.flops, planned.activations = network, cx.flops, cx.activations
-        planned.base_flops = base.flops
+        planned.base_flops, planned.base_activations = base.flops, base.activations
         planned.ids = identity.ids(effective(cfg), network, planned.data_files)
         planned.dirname = f"{_readable(spec.method, m, cfg.seed)}_{planned.ids['trial_id']}"
         ratio, lo, hi = planned.measured_flops_factor, s.min_flops_ratio, s.max_flops_ratio
@@ -323,7 +326,7 @@ def _fmt(v: Any) -> str:
 def describe(points: list[Planned]) -> str:
     """The effective grid as a text table: which points run, which share a network, which are dropped."""
     lines = [f"{'alpha':>6} {'beta':>6} {'gamma':>6} {'γ nom':>6} {'phi':>4} {'seed':>4}  {'px':>3} {'FLOPs x':>7} "
-             f"{'cost Δ':>6}  stage depths / widths  ->  trial"]
+             f"{'cost Δ':>6} {'est.':>7}  stage depths / widths  ->  trial"]
     for p in points:
         q, n = p.point, p.network
         head = " ".join(f"{_fmt(q.get(k)):>{w}}" for k, w in (("alpha", 6), ("beta", 6), ("gamma", 6),
@@ -333,8 +336,8 @@ def describe(points: list[Planned]) -> str:
             continue
         ratio = p.measured_flops_factor
         off = "-" if p.cost_mismatch is None else f"{p.cost_mismatch:+.0%}"
-        body = f"{n['resolution']:>3} {ratio if ratio is not None else math.nan:>7.2f} {off:>6}  " \
-               f"{n['stage_depths']} / {n['stage_widths']}"
+        body = f"{n['resolution']:>3} {ratio if ratio is not None else math.nan:>7.2f} {off:>6} " \
+               f"{duration(p.estimated_seconds):>7}  {n['stage_depths']} / {n['stage_widths']}"
         tail = p.dirname if p.status == "run" else f"same network as {p.dirname}"
         lines.append(f"{head}  {body}  ->  {tail}")
     runs = sum(p.status == "run" for p in points)
@@ -345,4 +348,26 @@ def describe(points: list[Planned]) -> str:
                  + (f", {shared} share a network with another point" if shared else "")
                  + (f", {skipped} skipped (only_seeds)" if skipped else "")
                  + (f", {dropped} dropped" if dropped else ""))
+    if any(p.estimated_seconds is not None for p in points):
+        lines.append(_estimated(points))
     return "\n".join(lines)
+
+
+def duration(seconds: float | None) -> str:
+    """A trial's estimated time for the plan: s, min or h."""
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    return f"{seconds / 60:.0f}min" if seconds < 7200 else f"{seconds / 3600:.1f}h"
+
+
+def _estimated(points: list[Planned]) -> str:
+    """The plan's estimated cost (scaling/cost.py): its trials' total in trial-hours, and the rates' sources."""
+    runs = [p for p in points if p.status == "run"]
+    known = [p for p in runs if p.estimated_seconds is not None]
+    train = sum(p.estimate["train_seconds"] for p in known)
+    hours = sum(p.estimated_seconds for p in known) / 3600
+    sources = sorted({p.estimate["source"] for p in known})
+    return (f"estimated time: {hours:.2f} trial-hours for {len(known)} of {len(runs)} trials (training "
+            f"{train / 3600:.2f} h + scoring), each ±{known[0].estimate['error']:.0%}; rate: {'; '.join(sources)}")

@@ -46,7 +46,9 @@ class Schedule:
     def __init__(self, opt: torch.optim.Optimizer, t, steps_per_epoch: int) -> None:
         self.kind = t.sched
         if self.kind == "onecycle":
-            self.sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr(t), total_steps=t.epochs * steps_per_epoch,
+            # torch divides by the rise's length in steps minus one: keep at least two steps of rise
+            total = max(t.epochs * steps_per_epoch, math.ceil(2 / max(t.warmup_fraction, 1e-3)) + 2)
+            self.sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr(t), total_steps=total,
                                                              pct_start=t.warmup_fraction)
             return
         from timm.scheduler import create_scheduler_v2

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-SCHEMA = 2
+SCHEMA = 3  # 3: val_top1 (validation, what studies choose on) beside top1 (test, reported)
 RECORD_NAME = "result.json"
 STATUSES = ("ok", "failed")
 

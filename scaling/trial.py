@@ -22,9 +22,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from scaling import data as datasets
-from scaling import distributed
-from scaling import recipe
-from scaling import record
+from scaling import distributed, recipe, record
 from scaling.coefficients import ScalingError
 from scaling.logger import TrialLogger
 from scaling.plan import Planned, build_scaled
@@ -278,10 +276,12 @@ def fit(model: nn.Module, data, cfg, trial_dir: Path, trial_id: str, logger: Tri
             save_checkpoint(ckpt, trial_id, model, opt, sched, ema, state)
     tic = time.perf_counter()
     whole_val = val if len(val) == len(data.val) else datasets.prepare(data.val, px, data.mean, data.std)
-    state.update(val_top1=evaluate(scored, whole_val, device, fmt, t.bf16, world=world, transform=score_tf, **kw), val_score_images=len(whole_val))
+    state.update(val_top1=evaluate(scored, whole_val, device, fmt, t.bf16, world=world, transform=score_tf, **kw),
+                 val_score_images=len(whole_val))
     if data.test is not None:
         test = datasets.prepare(data.test, px, data.mean, data.std)
-        state.update(top1=evaluate(scored, test, device, fmt, t.bf16, world=world, transform=score_tf, **kw), score_split="test",
+        state.update(top1=evaluate(scored, test, device, fmt, t.bf16, world=world, transform=score_tf, **kw),
+                     score_split="test",
                      score_images=len(test))
     else:
         state.update(top1=None, score_split=None, score_images=0)
@@ -333,7 +333,8 @@ def run(cfg, trial_dir: Path, planned: Planned, started: float | None = None,
         log.info("%s d=%.3f w=%.3f r=%.3f -> %d px, depths %s, widths %s, %.2fM params, %.1fM MACs",
                  cfg.model.name, p["depth_mult"], p["width_mult"], p["resolution_mult"], px, built.stage_depths,
                  built.stage_widths, rec["params"] / 1e6, rec["flops"] / 1e6)
-        logger = TrialLogger(cfg.logger if world.lead else NO_LOGGER, trial_dir=trial_dir, name=trial_dir.name, group=cfg.name,
+        logger = TrialLogger(cfg.logger if world.lead else NO_LOGGER, trial_dir=trial_dir, name=trial_dir.name,
+                             group=cfg.name,
                              job_type=cfg.kind, config={**OmegaConf.to_container(cfg, resolve=True), **{
                                  k: rec[k] for k in ("method", "alpha", "beta", "gamma", "phi", "depth_mult",
                                                      "width_mult", "resolution_mult", "resolution", "trial_id")}})

@@ -27,8 +27,9 @@ def planted(alpha=1.2, beta=1.1, noise=0.3, seeds=3, step=0.1, seed=0):
                 continue
             mean = 80 - 120 * np.log(a / alpha) ** 2 - 250 * np.log(b / beta) ** 2
             for s in range(seeds):
+                val = mean + rng.normal(0, noise)  # validation top-1: the choice; the test score sits 0.4 lower
                 rows.append(dict(alpha=a, beta=b, gamma=g, phi=1.0, seed=s, flops=1e7 * a * b * b * g * g,
-                                 top1=mean + rng.normal(0, noise), status="ok"))
+                                 val_top1=val, top1=val - 0.4 + rng.normal(0, 0.1), status="ok"))
     return pd.DataFrame(rows)
 
 
@@ -45,7 +46,7 @@ def test_surface_recovers_an_off_grid_optimum():
 
 def test_confidence_set_when_the_surface_lacks_fit():
     df = planted(alpha=1.2, beta=1.1, noise=0.05)
-    df.loc[(df.alpha == 1.5) & (df.beta == 1.0), "top1"] += 20  # a spike no quadratic explains
+    df.loc[(df.alpha == 1.5) & (df.beta == 1.0), "val_top1"] += 20  # a spike no quadratic explains
     r = fit(df)
     assert r["method"] == "confidence_set" and r["surface"]["reason"].startswith("rejected: lack of fit")
     assert (r["alpha"], r["beta"]) == (1.5, 1.0) and len(r["confidence_set"]) == 1
@@ -53,7 +54,7 @@ def test_confidence_set_when_the_surface_lacks_fit():
 
 
 def test_selection_averages_over_seeds():
-    df = pd.DataFrame([dict(alpha=a, beta=1.0, gamma=np.sqrt(2 / a), phi=1, seed=s, flops=1, top1=t, status="ok")
+    df = pd.DataFrame([dict(alpha=a, beta=1.0, gamma=np.sqrt(2 / a), phi=1, seed=s, flops=1, val_top1=t, status="ok")
                        for a, tops in ((1.0, (90, 60)), (2.0, (80, 80))) for s, t in enumerate(tops)])
     r = fit(df)
     assert r["method"] == "confidence_set" and r["alpha"] == 2.0  # mean 80 beats mean 75 despite the 90
@@ -90,14 +91,14 @@ def test_target_and_tolerance_come_from_the_data():
 
 def test_off_constraint_and_failed_rows_are_ignored():
     df = planted()
-    extra = df.iloc[:3].assign(gamma=1.5, top1=99.0)  # off the constraint
-    failed = df.iloc[:3].assign(top1=99.0, status="failed")
+    extra = df.iloc[:3].assign(gamma=1.5, val_top1=99.0)  # off the constraint
+    failed = df.iloc[:3].assign(val_top1=99.0, status="failed")
     r = fit(pd.concat([df, extra, failed]))
     assert r["n_trials"] == len(df) and r["top1"] < 90
 
 
 @pytest.mark.parametrize("mutate, message", [
-    (lambda d: d.drop(columns=["top1", "seed"]), "missing columns: seed, top1"),
+    (lambda d: d.drop(columns=["val_top1", "seed"]), "missing columns: seed, val_top1"),
     (lambda d: d.assign(status="failed"), "no ok trials"),
     (lambda d: d.assign(gamma=d.gamma * 1.5), "no ok trials at phi=1 on the constraint"),
 ])
@@ -119,11 +120,13 @@ def test_cli_csv_prints_json(tmp_path):
     r = json.loads(proc.stdout)
     assert KEYS <= set(r) and r["selected"]["rule"] == "cheapest"
     assert len(r["alpha_ci"]) == 2 and r["n_trials"] == len(planted())
-    planted().drop(columns=["top1"]).to_csv(csv, index=False)
+    planted().drop(columns=["val_top1"]).to_csv(csv, index=False)  # records from before the validation split
     bad = subprocess.run([sys.executable, "-m", "analysis.fit", "--csv", str(csv)], cwd=ROOT,
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip() == (
-        "error: missing columns: top1; the fit needs alpha, beta, gamma, phi, seed, flops, top1 (+ status)")
+        "error: missing columns: val_top1; the fit needs alpha, beta, gamma, phi, seed, flops, val_top1 (+ status; "
+        "top1 reported when present): val_top1 is validation top-1, the split every choice is made on; records "
+        "without it predate it")
 
 
 def test_analysis_never_imports_torch():
@@ -131,3 +134,80 @@ def test_analysis_never_imports_torch():
             "analysis.stats; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ---- choosing on validation, and the hygiene of the table (issue 14) ---- #
+
+def test_the_choice_is_validation_and_the_test_score_is_only_reported():
+    df = planted(seeds=3, noise=0.05)
+    best = (df.alpha == 1.2) & (df.beta == 1.1)
+    df.loc[best, "top1"] -= 10  # the test split disagrees: it must not move the choice
+    r = fit(df)
+    assert (r["selected"]["alpha"], r["selected"]["beta"]) == (1.2, 1.1)
+    assert r["selected"]["test_top1"] == pytest.approx(df.loc[best, "top1"].mean())
+    assert r["splits"] == {"choice": "val_top1", "choice_label": "Validation top-1", "report": "top1",
+                           "report_label": "Test top-1"}
+    assert r["selected"]["mean"] == pytest.approx(df.loc[best, "val_top1"].mean(), abs=0.1)
+
+
+def test_duplicate_runs_are_one_clear_line():
+    df = planted()
+    again = df.iloc[:1].assign(val_top1=df.iloc[0]["val_top1"] + 1.0)  # the same point and seed, run twice
+    with pytest.raises(FitError, match=r"^1 duplicate run\(s\): 2 records for point=1,1,1\.41421, seed=0 "):
+        fit(pd.concat([df, again]))
+    paths = df.assign(path=[f"sweep/{i}" for i in range(len(df))])
+    copied = paths.iloc[:1].assign(path="copy/0")  # the same values from another folder still count twice
+    with pytest.raises(FitError, match=r"\(sweep/0, copy/0\); each point and seed must be run once"):
+        fit(pd.concat([paths, copied]))
+    assert fit(pd.concat([paths, paths.iloc[:1]]))["n_trials"] == len(df)  # one record listed twice is one run
+
+
+def test_mixed_recipes_are_one_clear_line():
+    df = planted().assign(recipe=lambda d: np.where(d.seed == 0, "a", "b"))
+    with pytest.raises(FitError, match=r"^the records mix 2 recipes: b \(\d+ trials\), a \(\d+ trials\); trials of "):
+        fit(df)
+    assert fit(df, recipe="b")["options"]["recipe"] == "b"
+    with pytest.raises(FitError, match="recipe=c: not found; recipes here: a, b"):
+        fit(df, recipe="c")
+
+
+def test_identical_seeds_are_not_beyond_the_noise():
+    df = planted(noise=0.0)  # every seed gives the same number: the seed changes nothing
+    r = fit(df)
+    assert r["method"] == "no_noise" and r["mdd"] is None and r["seeds_to_resolve"] is None
+    assert len(r["confidence_set"]) == r["n_points"] and "agree exactly" in r["note"]
+    assert "beyond the noise" not in r["note"]
+
+
+def test_one_degree_of_freedom_says_so():
+    df = planted(seeds=2, noise=1.0)
+    df = df[df.alpha.isin([1.0, 1.2]) & (df.beta == 1.0)]  # 2 points x 2 seeds: 1 residual d.f.
+    r = fit(df)
+    assert r["df"] == 1 and "rest on few degrees of freedom" in r["note"]
+    assert r["mdd_test"]["df"] < 3
+
+
+def test_winners_curse_text_matches_the_rule():
+    df = planted(noise=3.0, seeds=2, seed=1).assign(measured_flops_factor=lambda d: 2.0 * d.alpha ** -0.5)
+    assert "highest of" in fit(df)["winners_curse"]
+    cheap = fit(df, rule="cheapest")["winners_curse"]
+    assert "cheapest" in cheap and "highest of" not in cheap
+
+
+def test_every_non_default_option_is_recorded():
+    r = fit(planted(seeds=3), level=0.1, rule="cheapest", robust=True, noise="pooled")
+    assert r["options"] == {"level": 0.1, "rule": "cheapest", "max_cost_gap": None, "robust": True,
+                            "noise": "pooled", "recipe": None}
+    assert r["non_default"] == ["level", "rule", "robust", "noise"]
+    assert fit(planted())["non_default"] == []
+
+
+def test_the_sigma_reported_is_the_sigma_used():
+    df = planted(seeds=4, noise=0.3)
+    noisy = (df.alpha == 1.2) & (df.beta == 1.1)
+    df.loc[noisy, "val_top1"] += [3.0, -3.0, 2.0, -2.0]  # one point far noisier than the rest
+    r = fit(df)
+    point = next(p for p in r["points"] if (p["alpha"], p["beta"]) == (1.2, 1.1))
+    assert point["own_noise"] and point["sd_used"] > 3 * r["sigma"]  # its own noise, not the pooled sigma
+    assert all(p["sd_used"] == pytest.approx(r["sigma"]) for p in r["points"] if not p["own_noise"])
+    assert "1 point(s) are noisier than the rest" in r["note"]

@@ -31,7 +31,7 @@ def test_runtime_values_are_marked_once_in_the_schema():
               if dataclasses.is_dataclass(g.default_factory) for f in dataclasses.fields(g.default_factory)
               if f.metadata.get(config.IDENTITY) is False}
     assert marked == {"data.root", "data.download", "data.num_workers", "model.min_feature", "train.threads",
-                      "train.progress", "train.checkpoint"}
+                      "train.progress", "train.checkpoint", "train.collective_timeout_s"}
     top = {f.name for f in dataclasses.fields(config.Config) if f.metadata.get(config.IDENTITY) is False}
     assert top == {"name", "kind", "strategy", "only_seeds", "paths", "logger"}
 

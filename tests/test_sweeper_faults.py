@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from conftest import ROOT, plan_lines, records, sweep
 
+from analysis.metrics import CHOICE
 from analysis.race import decide
 
 TINY = ["train=quick", "logger=none", "train.epochs=1", "train.train_images=256", "train.val_images=500"]
@@ -129,7 +130,7 @@ def test_plan_only_of_one_trial_prints_its_plan_and_trains_nothing(out):
      "hydra.sweeper.race.first_seed=10 and seed=4,5 both choose the race's seeds; allowed: one of them"),
     (["seed=4,4"], "seed=4,4 repeats a seed; allowed: distinct seeds"),
     (["hydra.sweeper.race.first_seed=-1"], "hydra.sweeper.race.first_seed=-1 is negative; allowed: an integer >= 0"),
-], ids=lambda v: v[0] if isinstance(v, list) else None)
+], ids=lambda v: " ".join(v) if isinstance(v, list) else "")
 def test_bad_race_settings_are_one_line_before_any_plan(out, args, message):
     proc = sweep(*RACE, *args, "--plan-only", out=out, check=False)
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: {message}"
@@ -164,11 +165,12 @@ def test_decide_draws_arbitrary_seeds_in_the_given_order():
     points = ["a", "b"]
     state = decide(None, points, max_seeds=3, seeds=[7, 3, 11])
     assert state.next_seeds == {"a": [7, 3], "b": [7, 3]}
-    rows = pd.DataFrame([dict(arch=p, alpha=1.0, beta=1.0, gamma=1.0, seed=s, status="ok", top1=80.0 + (s % 5) / 10,
-                              train_seconds=1.0) for p in points for s in (7, 3)])
+    rows = pd.DataFrame([{"arch": p, "alpha": 1.0, "beta": 1.0, "gamma": 1.0, "seed": s, "status": "ok",
+                          "top1": 80.0 + (s % 5) / 10, CHOICE: 80.0 + (s % 5) / 10, "train_seconds": 1.0}
+                         for p in points for s in (7, 3)])
     state = decide(rows, points, max_seeds=3, seeds=[7, 3, 11])
     assert state.round == 2 and state.next_seeds == {"a": [11], "b": [11]} and state.trials == 4
-    extra = rows.assign(seed=99)  # a seed outside the race's list is not the race's data
+    extra = rows[rows["seed"] == 7].assign(seed=99)  # a seed outside the race's list is not the race's data
     assert decide(pd.concat([rows, extra]), points, max_seeds=3, seeds=[7, 3, 11]).to_dict() == state.to_dict()
 
 

@@ -23,10 +23,12 @@ def test_quick_trial_learns_and_records(out):
     """The README's first command: the CPU preset at φ = 1 learns clearly within 64 steps."""
     proc = sweep(*QUICK, out=out)
     (name, rec), = records(out).items()
-    assert rec["status"] == "ok" and rec["error"] is None and rec["schema"] == 2
+    assert rec["status"] == "ok" and rec["error"] is None and rec["schema"] == 3
     assert 35 < rec["top1"] < 90  # ~55% on the 10,000 test images; chance is 10%
+    assert 35 < rec["val_top1"] < 90 and rec["val_score_images"] == 10000  # the held-out 10,000 of the 60,000
     assert rec["score_split"] == "test" and rec["score_images"] == 10000
-    assert f"ok: top-1 {rec['top1']}% (test, 10000 images)" in proc.stdout
+    assert f"ok: validation top-1 {rec['val_top1']}% (10000 images), test top-1 {rec['top1']}% (10000 images)" \
+        in proc.stdout
     assert (rec["alpha"], rec["beta"], rec["phi"]) == (1.2, 1.1, 1.0)
     assert rec["gamma"] == pytest.approx((2 / 1.452) ** 0.5)
     assert rec["resolution"] == 23 and rec["base_resolution"] == 20 and not rec["upscaled"]  # round(20 * 1.174)
@@ -131,13 +133,15 @@ def test_wandb_offline_run_holds_config_metrics_and_summary(out):
     assert [h["epoch"] for h in logged["history"]] == [1, 2]
     assert logged["history"][-1]["val/top1"] == rec["history"][-1]["val_top1"]
     assert logged["summary"]["top1"] == rec["top1"] and logged["summary"]["flops"] == rec["flops"]
+    assert logged["summary"]["val_top1"] == rec["val_top1"]
     assert logged["summary"]["params"] == rec["params"]
 
 
 @pytest.mark.parametrize("args, key, allowed", [
     (["scaling.alpha=0.9", "scaling.gamma=1.3"], "scaling.alpha=0.9", "allowed: >= 1"),
     (["scaling.from_fit=/nonexistent/fit.json"], "scaling.from_fit=/nonexistent/fit.json", "allowed: a fit.json"),
-    (["train.score=train"], "train.score='train'", "allowed: test, val"),
+    (["train.sched=cosine"], "train.sched='cosine'", "allowed: onecycle, step"),
+    (["scaling.match=exact"], "scaling.match='exact'", "allowed: nominal, measured"),
     (["scaling.alpha=1.2", "scaling.beta=1.1", "scaling.gamma=1.4"], "alpha*beta^2*gamma^2 = 2.846", "<= 0.1"),
     (["scaling.alpha=2.0", "scaling.beta=1.2"], "scaling.gamma", "alpha*beta^2 <= 2"),
     (["model.name=vit"], "model.name='vit'", "allowed: efficientnet_b0, mobilenetv2, resnet18, resnet50"),

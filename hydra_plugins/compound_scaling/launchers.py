@@ -229,10 +229,11 @@ class _Launcher(BaseSubmititLauncher):
             # submitit's results() would wait for sacct forever
             error = f"job {job.job_id} ended without a result ({seen})"
             return self._dead(overrides, error, slurm_job_id, job_num)
-        try:
-            return job.results()[0]
+        try:  # a distributed trial (tasks_per_node x nodes > 1): rank 0's return, which carries its record
+            return job.task(0).results()[0]
         except Exception as err:  # noqa: BLE001 - UncompletedJobError, FailedJobError, ...
-            error = f"job {job.job_id} ended without a result ({job.state}): {str(err).splitlines()[0]}"
+            rank = f" (rank 0 of {job.num_tasks})" if job.num_tasks > 1 else ""
+            error = f"job {job.job_id}{rank} ended without a result ({job.state}): {str(err).splitlines()[0]}"
         return self._dead(overrides, error, slurm_job_id, job_num)
 
     def _dead(self, overrides: Sequence[str], error: str, slurm_job_id: str | None = None,

@@ -63,6 +63,11 @@ class GridSweeperConf:
     params: dict[str, str] | None = None  # the grid, as in Hydra's basic sweeper
     plan_only: bool = False  # print and write the plan, launch nothing
     mode: str = "grid"
+    # the plan's estimated time per trial (scaling/cost.py): a probe of each network's trial step here, unless
+    estimate: bool = True  # false: no probe (estimates only from images_per_second or probe)
+    images_per_second: float | None = None  # training images/s of one baseline (d = w = r = 1) trial on the
+    # trials' device (all its processes), scaled to other networks by activations per image; null: probe
+    probe: str | None = None  # a probe file written on the trials' device (python -m scaling.cost --probe ...)
 
 
 @dataclass
@@ -134,8 +139,10 @@ class PlanSweeper(Sweeper):
     """Cartesian grid -> plan (resolved, deduplicated, filtered) -> launch: all at once, or as a race."""
 
     def __init__(self, max_batch_size: int | None = None, params: dict | None = None, plan_only: bool = False,
-                 mode: str = "grid", race: Any = None) -> None:
+                 mode: str = "grid", race: Any = None, estimate: bool = True, images_per_second: float | None = None,
+                 probe: str | None = None) -> None:
         self.max_batch_size = max_batch_size
+        self.estimator_args = {"images_per_second": images_per_second, "probe_file": probe, "estimate": estimate}
         self.params = params or {}
         self.plan_only = plan_only
         self.mode = mode
@@ -184,10 +191,15 @@ class PlanSweeper(Sweeper):
         return self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
 
     def _plan(self, grid: list[list[str]]):
-        from scaling import plan  # deferred: torch and timm (the plan builds each network once)
+        from scaling import cost, plan  # deferred: torch and timm (the plan builds each network once)
 
+        estimator = cost.Estimator(**self.estimator_args)  # a bad rate fails before anything is planned
         planner = plan.Planner()
-        points = plan.dedupe([planner.plan(self._compose(o), o) for o in grid])
+        configs = [self._compose(o) for o in grid]
+        points = plan.dedupe([planner.plan(c, o) for c, o in zip(configs, grid)])
+        estimator.fill(points, configs)
+        for note in estimator.notes:
+            print(f"estimated time: {note}", flush=True)
         return points
 
     @property
@@ -286,6 +298,10 @@ class PlanSweeper(Sweeper):
         self._write_plan(full, header=f"race over {len(unique)} distinct networks, up to {len(seeds.seeds)} "
                          f"shared seeds each: seeds {', '.join(map(str, seeds.seeds))} in this order "
                          f"({seeds.source})\n")
+        if any(p.estimated_seconds is not None for p in full):
+            from scaling import cost
+
+            print(cost.race_line(full, seeds.seeds, r.initial_seeds), flush=True)
         if not unique:
             raise ScalingError("scaling: no point of this race can run (every point is dropped, see the plan)")
         if r.budget_trials is not None and r.budget_trials < len(unique) * r.initial_seeds:

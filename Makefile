@@ -40,7 +40,7 @@ endif
 S := $(OUT)/sweeps
 REPORT := $(PY) -m analysis.report
 
-.PHONY: help install test test-fast lint bench slurm-up slurm-down demo transfer fig3 fig4 fig8 table2 table3 figures clean
+.PHONY: help install test test-fast lint bench gpu-check slurm-up slurm-down demo transfer fig3 fig4 fig8 table2 table3 figures clean
 
 help:  ## list targets
 	@grep -hE '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -78,10 +78,18 @@ lint: install  ## ruff
 bench: install  ## trial training step vs a plain eager NCHW timm loop, overhead and peak memory
 	$(PY) -m scaling.bench
 
+gpu-check: install  ## on a GPU machine: bench, SIGKILL + resume, nccl trial, cost probe, one table (no GPU: tiny, on CPU)
+	$(PY) -m scaling.gpu_check --out $(OUT)/gpu_check
+
+SEEDS_FROM ?= 0# make demo SEEDS_FROM=3: the same study on seeds 3.. (its own folders), to replicate the answer
+DEMO := compound_grid$(if $(filter-out 0,$(SEEDS_FROM)),_seeds$(SEEDS_FROM))
+DEMO_SEEDS := $(shell seq -s, $(SEEDS_FROM) $$(($(SEEDS_FROM) + $(RACE_SEEDS) - 1)))
 demo: install  ## the main job: race the φ=1 grid on the calm recipe; confidence set, σ, MDD, cost, figures (<= 20 min)
 	@date +"demo started %T"
-	-$(RUN) +sweep=compound_grid hydra/sweeper=race hydra.sweeper.race.max_seeds=$(RACE_SEEDS)
-	$(REPORT) $(S)/compound_grid --out $(REPORTS)/demo --wandb
+	-$(RUN) +sweep=compound_grid name=$(DEMO) hydra/sweeper=race hydra.sweeper.race.max_seeds=$(RACE_SEEDS) \
+	  hydra.sweeper.race.first_seed=$(SEEDS_FROM)
+	-$(RUN) +sweep=baseline name=baseline_$(DEMO) seed=$(DEMO_SEEDS)
+	$(REPORT) $(S)/$(DEMO) --baseline $(S)/baseline_$(DEMO) --out $(REPORTS)/$(subst compound_grid,demo,$(DEMO)) --wandb
 	@date +"demo finished %T"
 
 TRANSFER := $(REPORTS)/transfer

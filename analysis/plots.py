@@ -278,3 +278,44 @@ def table3(df: pd.DataFrame, out_dir: Path) -> list[Path]:
                      f"{FLOPS.show(r.flops):.1f} | {r.top1:.1f}{sd} | {r.n} |")
     write_text_atomic(out_dir / "table3.md", "\n".join(lines) + "\n")
     return [out_dir / "table3.csv", out_dir / "table3.md"]
+
+
+def grid_figure(df: pd.DataFrame, out_dir: Path, fit: dict, name: str = "grid_vs_flops") -> list[Path]:
+    """The φ = 1 grid as the study chose on it: each point's mean validation top-1 ± its s.e. against its
+    measured FLOPs, the confidence set filled, the selected point ringed, and the baseline where trained."""
+    points = pd.DataFrame(fit.get("points") or [])
+    if points.empty:
+        return []
+    choice = METRICS[CHOICE]
+    fig, ax = plt.subplots(figsize=(7.6, 4.4))
+    base = ok(df)
+    base = base[(base["method"] == "baseline")] if "method" in base.columns else base.iloc[:0]
+    if CHOICE in base.columns and base[CHOICE].notna().any():
+        v = base[CHOICE].astype(float)
+        se = v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0
+        ax.errorbar(FLOPS.show(base["flops"].mean()), v.mean(), yerr=se, marker="s", color="black", capsize=3,
+                    linestyle="none", label=f"baseline (d = w = r = 1; n={len(v)} seeds)", zorder=4)
+    in_set = points["in_set"].astype(bool) if "in_set" in points else pd.Series(False, index=points.index)
+    for members, style in ((True, dict(color="tab:red", mfc="tab:red", label="in the 95% confidence set")),
+                           (False, dict(color="0.45", mfc="white", label="outside the set"))):
+        rows = points[in_set == members]
+        if not rows.empty:
+            ax.errorbar(FLOPS.show(rows["flops"]), rows["mean"], yerr=rows["se"].fillna(0.0), marker="o",
+                        linestyle="none", capsize=3, zorder=3, **style)
+    for r in points.itertuples():
+        ax.annotate(f"α={r.alpha:g} β={r.beta:g}", (FLOPS.show(r.flops), r.mean), fontsize=6,
+                    xytext=(4, 3), textcoords="offset points")
+    sel = fit.get("selected") or {}
+    chosen = points[np.isclose(points["alpha"], sel.get("alpha", np.nan))
+                    & np.isclose(points["beta"], sel.get("beta", np.nan))]
+    if not chosen.empty:
+        test = sel.get("test_top1")
+        ax.scatter(FLOPS.show(chosen["flops"]), chosen["mean"], s=180, facecolors="none", edgecolors="tab:red",
+                   zorder=5, label="selected" + (f" (test top-1 {test:.2f}%)" if test is not None else ""))
+    _plain_log_axis(ax)
+    ax.set_xlabel(f"{FLOPS.axis}, counted on the built network")
+    ax.set_ylabel(f"{choice.axis}, mean ± s.e. over seeds")
+    ax.set_title("φ = 1 grid: chosen on the validation split, not the test set", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    return save(fig, out_dir, name)

@@ -149,8 +149,10 @@ def estimate_lines(folders: list[str]) -> list[str]:
 
 
 def report(folders: list[str], out: Path, only: tuple[str, ...] = FIGURES, name: str = "accuracy_vs_flops",
-           wandb_mode: str | None = None, recipe: str | None = None, rule: str = "highest_mean") -> dict:
-    """Run the pipeline; return {'results', 'fit', 'files'}."""
+           wandb_mode: str | None = None, recipe: str | None = None, rule: str = "highest_mean",
+           baseline: list[str] | None = None) -> dict:
+    """Run the pipeline; return {'results', 'fit', 'files'} (`baseline`: folders of baseline trials drawn
+    beside the grid, never fitted)."""
     out = Path(out)
     collected = collect.collect(folders, report=lambda m: print(m, file=sys.stderr))
     if collected.empty:
@@ -181,6 +183,8 @@ def report(folders: list[str], out: Path, only: tuple[str, ...] = FIGURES, name:
         files += plots.accuracy_vs_flops(df, out, result, name=name)
     if "heatmap" in only and result and ok[ok.method == "compound"]["alpha"].nunique() > 1:
         files += plots.grid_heatmap(df, out, result, race=race)
+        base = collect.collect(baseline, report=lambda m: print(m, file=sys.stderr)) if baseline else df[:0]
+        files += plots.grid_figure(pd.concat([df, base]), out, result)
     if "fig4" in only and (ok["kind"] == "width_at_depth_resolution").any():
         files += plots.width_at_depth_resolution(df, out)
     if "table3" in only and (plots.ok(table3)["kind"] == "table3").any():
@@ -209,6 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="reports")
     ap.add_argument("--only", default=",".join(FIGURES), help=f"subset of {','.join(FIGURES)}")
     ap.add_argument("--name", default="accuracy_vs_flops", help="file name of the accuracy-vs-FLOPs figure")
+    ap.add_argument("--baseline", nargs="*", default=None, help="folders of baseline trials drawn in the grid figure")
     ap.add_argument("--rule", default="highest_mean", choices=["highest_mean", "cheapest"],
                     help="how to pick one point from the confidence set")
     ap.add_argument("--recipe",
@@ -218,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     try:
         report(args.folders, Path(args.out), tuple(args.only.split(",")), args.name, args.wandb, args.recipe,
-               args.rule)
+               args.rule, args.baseline)
     except FitError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -1,11 +1,12 @@
 """Distributed trials (scaling/distributed.py): a trial as N processes with torch.distributed (gloo on CPU).
 
 What runs here is real: processes that join a gloo group, the local launcher's N tasks per trial, SIGKILL to
-one rank, the one-node SLURM cluster. Tolerance of the SyncBN comparisons: the losses of the first four steps
-within 1e-3 relative of the one-process run. Float summation order alone (two shards, or another thread count
-in one process) moves them by up to ~1e-4 there; the quick recipe amplifies such noise about tenfold per step,
-so later steps of any two runs differ by percents and are not compared. Batch norm on the shards instead of
-the global batch moves even the first steps by 10-30%, which `shards` checks against.
+one rank, the one-node SLURM cluster. Tolerance of the SyncBN comparisons: the losses of the first three or four
+steps within 1e-3 relative of the one-process run. Float summation order alone (two shards, or another thread
+count in one process) moves them by up to ~3e-4 there; the tiny CPU models amplify such noise about tenfold per
+step, so later steps of any two runs (two thread counts of one process included) differ by percents and are not
+compared. Batch norm on the shards instead of the global batch moves even the first steps by 10-30%, which
+`shards` checks against.
 """
 
 import json
@@ -23,6 +24,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 import distributed_worker
+import wandb_offline
 from hydra_plugins.compound_scaling import launchers  # noqa: F401 - registers hydra/launcher=local|slurm
 from scaling import config, distributed, identity, plan
 from scaling.coefficients import ScalingError
@@ -135,21 +137,22 @@ def _only_record(folder: Path) -> dict:
 @pytest.mark.slow
 def test_two_rank_trial_with_sync_bn_is_the_one_process_trial(tmp_path):
     """Two ranks on the local launcher end ok with world_size 2; with SyncBN they are the same trial (same id,
-    same folder name) as one process at the same global batch, and train the same loss trajectory over the
-    first steps (2 epochs of 2 steps of 32 images: the history's train_loss is the mean of 2 steps)."""
-    args = ["-m", *TINY, "train.train_images=64", "train.epochs=2", "model.drop_rate=0", "train.sync_bn=true",
+    same folder name) as one process at the same global batch, and train the same loss over the first steps
+    (epoch 1: 3 steps of 32 images; its history train_loss is their mean)."""
+    args = ["-m", *TINY, "train.train_images=96", "train.epochs=2", "model.drop_rate=0", "train.sync_bn=true",
             *LOCAL]  # no dropout draws
     sweep(*args, out=tmp_path / "one")
-    sweep(*args, "hydra.launcher.tasks_per_node=2", out=tmp_path / "two")
+    sweep(*args, "hydra.launcher.tasks_per_node=2", "logger=wandb", out=tmp_path / "two")  # offline
     one, two = _only_record(tmp_path / "one/sweeps/adhoc"), _only_record(tmp_path / "two/sweeps/adhoc")
     assert one["status"] == two["status"] == "ok", (one["error"], two["error"])
     assert (one["world_size"], two["world_size"]) == (1, 2) and one["trial"] == two["trial"]
-    assert [h["train_loss"] for h in two["history"]] == pytest.approx([h["train_loss"] for h in one["history"]],
-                                                                      rel=1e-3)
-    assert abs(two["val_top1"] - one["val_top1"]) <= 1.0 and two["train_images"] == one["train_images"]
+    assert two["history"][0]["train_loss"] == pytest.approx(one["history"][0]["train_loss"], rel=1e-3)
+    assert two["train_images"] == one["train_images"] == 96 and len(two["history"]) == 2
     assert two["train_images_per_second"] == pytest.approx(two["history"][0]["images_per_second"], rel=0.5)
-    assert sum(h["epoch_seconds"] * h["images_per_second"] for h in two["history"]) == pytest.approx(2 * 64)
-    assert not (tmp_path / "two/sweeps/adhoc" / two["trial"] / "wandb").exists()
+    assert sum(h["epoch_seconds"] * h["images_per_second"] for h in two["history"]) == pytest.approx(2 * 96)
+    (run_file,) = (tmp_path / "two/sweeps/adhoc" / two["trial"] / "wandb").rglob("run-*.wandb")  # rank 0's alone
+    logged = wandb_offline.summarize(run_file)
+    assert [row["epoch"] for row in logged["history"]] == [1, 2] and logged["config"]["trial_id"] == two["trial_id"]
 
 
 def _rank_pid(rank0_pid: int, rank: int) -> int:

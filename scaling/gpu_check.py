@@ -1,0 +1,295 @@
+"""The GPU check: what a lent GPU machine must confirm, in one run and one table.
+
+    make gpu-check          # python -m scaling.gpu_check [--out outputs/gpu_check]
+
+With CUDA visible, four steps:
+1. bench: the trial step against the plain eager NCHW fp32 loop (scaling/bench.py), for the demo's φ = 1
+   model and for full EfficientNet-B0 at 224 px, both with bf16 + channels_last;
+2. resume: a trial (the demo model, generated data, bf16) killed with SIGKILL mid-epoch and rerun: the rerun
+   resumes from the last checkpoint, and its final RNG state (CPU and CUDA generators) equals an
+   uninterrupted run's exactly; its losses too (on CUDA within LOSS_RTOL: cuDNN's backward kernels are not
+   deterministic, so two uninterrupted runs differ at that level);
+3. distributed: one trial on all visible GPUs (nccl; scaling/distributed.py) ends ok with its world size;
+4. probe: the probe that feeds the plan's cost estimate (scaling/cost.py), written as probe files for the
+   demo model and for the paper's B0 (`hydra.sweeper.probe=OUT/probe_paper.json`).
+Without CUDA the same steps run on the CPU with tiny models, 2 processes and gloo (tests/test_gpu_check.py).
+Exit status 1 when a step fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+LOSS_RTOL = {"cpu": 0.0, "cuda": 1e-3}  # resumed against uninterrupted losses (relative)
+SYNTHETIC = ["data=synthetic", "logger=none", "train.progress=false"]  # generated data: no files needed
+
+
+class Table:
+    """Rows of (step, what, result, verdict), printed once at the end."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, str]] = []
+
+    def add(self, step: str, what: str, result: str, verdict: str) -> None:
+        self.rows.append((step, what, result, verdict))
+        print(f"[{step}] {what}: {result} -> {verdict}", flush=True)
+
+    @property
+    def failed(self) -> bool:
+        return any(v.startswith("FAIL") for *_, v in self.rows)
+
+    def render(self) -> str:
+        widths = [max(len(r[i]) for r in [("step", "what", "result", "verdict"), *self.rows]) for i in range(4)]
+        line = lambda r: " | ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
+        return "\n".join([line(("step", "what", "result", "verdict")), "-+-".join("-" * w for w in widths),
+                          *map(line, self.rows)])
+
+
+# ---- 1. bench ---- #
+
+
+def bench(table: Table, cuda: bool) -> None:
+    """The trial step against the plain loop: demo model, and full B0 (CPU: B0 at 64 px, fp32)."""
+    from scaling import bench as b
+    from scaling import models
+
+    device = "cuda" if cuda else "cpu"
+    if not cuda:
+        torch.set_num_threads(1)
+    full = models.build_model("efficientnet_b0", num_classes=1000, in_chans=3).model
+    cases = [("demo φ=1 model", *b.demo_model(), 128 if cuda else 32),
+             ("full B0, 224 px", full, 224, 3, 128) if cuda else ("full B0, 64 px (CPU)", full, 64, 3, 8)]
+    for name, model, px, chans, batch in cases:
+        loops, x, y = b._steps(model, px, chans, batch, device, bf16=cuda)
+        rates = {k: _rate(fn, x, y, batch, steps=20 if cuda else 3, cuda=cuda) for k, fn in loops.items()}
+        ratio = rates["trial"] / rates["plain"]
+        table.add("bench", f"{name}, batch {batch}, {'bf16 + channels_last' if cuda else 'fp32 channels_last'}",
+                  f"trial {rates['trial']:.0f} img/s, plain {rates['plain']:.0f} img/s, {ratio:.2f}x",
+                  "ok" if ratio > 0 else "FAIL")
+
+
+def _rate(fn, x, y, batch: int, steps: int, cuda: bool) -> float:
+    """Images/s of a step function over `steps` steps after three warm-up steps."""
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    for _ in range(3):
+        fn(x, y)
+    sync()
+    tic = time.perf_counter()
+    for _ in range(steps):
+        fn(x, y)
+    sync()
+    return steps * batch / (time.perf_counter() - tic)
+
+
+# ---- 2. resume after SIGKILL ---- #
+
+
+def _trial_args(cuda: bool) -> list[str]:
+    """A short single-process trial: the demo model on generated data, 2 epochs (CUDA: bf16, batch 8 so an
+    epoch lasts long enough to be killed in; CPU: one thread, so two runs compute bit for bit the same)."""
+    common = ["train=quick", *SYNTHETIC, "train.epochs=2", "train.val_images=100", "train.train_images=1024"]
+    if cuda:
+        return [*common, "train.device=cuda", "train.bf16=true", "train.batch_size=8"]
+    return [*common, "train.device=cpu", "train.threads=1", "train.train_images=384"]
+
+
+def _start(args: list[str], out: Path, **kw) -> subprocess.Popen:
+    """`python sweep.py ARGS paths.output_dir=OUT` in the background; its stderr goes to a temporary file
+    (`proc.errors`), so no pipe fills up while nobody reads it."""
+    errors = tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen([sys.executable, "sweep.py", *args, f"paths.output_dir={out}"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=errors, text=True, **kw)
+    proc.errors = errors
+    return proc
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
+    """Wait for a started sweep.py: (exit status, the tail of its stderr)."""
+    proc.wait(timeout=timeout)
+    proc.errors.seek(0)
+    return proc.returncode, proc.errors.read()[-300:]
+
+
+def _run(args: list[str], out: Path) -> tuple[int, str]:
+    """Run sweep.py to the end: (exit status, the tail of its stderr)."""
+    return _finish(_start(args, out))
+
+
+def _killed_mid_epoch(args: list[str], out: Path) -> str | None:
+    """Start the trial, SIGKILL it halfway through epoch 2 (after epoch 1's checkpoint); None, or what went wrong."""
+    proc = _start(args, out, start_new_session=True)
+    deadline, found = time.time() + 600, []
+    while not found and proc.poll() is None and time.time() < deadline:
+        found = list(out.rglob("checkpoint.pt"))
+        time.sleep(0.05)
+    if not found:
+        proc.kill()
+        return f"no checkpoint appeared (exit {proc.poll()})"
+    first = torch.load(found[0], map_location="cpu", weights_only=True)["state"]["history"][0]["epoch_seconds"]
+    time.sleep(0.5 * first)  # halfway through epoch 2's training loop
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved = torch.load(found[0], map_location="cpu", weights_only=True)["state"]
+    if saved["epoch"] != 1 or (found[0].parent / "result.json").exists():
+        return f"the kill came after epoch {saved['epoch']} ended, not mid-epoch 2"
+    return None
+
+
+def resume(table: Table, cuda: bool, out: Path) -> None:
+    """Killed mid-epoch and rerun against uninterrupted: same losses, same final RNG state."""
+    args, device = _trial_args(cuda), "cuda" if cuda else "cpu"
+    whole = _start(args, out / "uninterrupted")  # meanwhile
+    problem = _killed_mid_epoch(args, out / "killed")
+    if problem is None:
+        code, err = _run(args, out / "killed")
+        problem = f"rerun failed: {err}" if code else None
+    code, err = _finish(whole)
+    if code:
+        problem = f"the uninterrupted trial failed: {err}"
+    if problem:
+        table.add("resume", f"{device} trial killed mid-epoch 2", problem, "FAIL")
+        return
+    a, b = (_finished(out / k) for k in ("uninterrupted", "killed"))
+    log = next((out / "killed").rglob("*.log")).read_text()
+    la, lb = [h["train_loss"] for h in a["rec"]["history"]], [h["train_loss"] for h in b["rec"]["history"]]
+    diff = max(abs(x - y) / abs(x) for x, y in zip(la, lb))
+    rng_equal = all(torch.equal(_stack(a["rng"][k]), _stack(b["rng"][k])) for k in a["rng"])
+    params = max((pa.float() - pb.float()).abs().max().item() for pa, pb in zip(a["model"], b["model"]))
+    ok = ("from epoch 1" in log and rng_equal and len(la) == len(lb) == 2 and diff <= LOSS_RTOL[device]
+          and (params == 0 or device == "cuda"))
+    table.add("resume", f"{device} trial SIGKILLed mid-epoch 2, rerun",
+              f"resumed from epoch 1; RNG {'equal' if rng_equal else 'DIFFERENT'}; losses max rel. diff {diff:.1e} "
+              f"(allowed {LOSS_RTOL[device]:g}); weights max diff {params:.1e}", "ok" if ok else "FAIL")
+
+
+def _finished(out: Path) -> dict:
+    """A finished single-run trial's record, final RNG state and weights."""
+    rec = json.loads(next(out.rglob("result.json")).read_text())
+    saved = torch.load(next(out.rglob("checkpoint.pt")), map_location="cpu", weights_only=True)
+    return {"rec": rec, "rng": saved["rng"], "model": list(saved["model"].values())}
+
+
+def _stack(state) -> torch.Tensor:
+    return torch.cat([s.flatten() for s in state]) if isinstance(state, (list, tuple)) else state
+
+
+# ---- 3. a distributed trial ---- #
+
+
+def distributed_trial(table: Table, cuda: bool, out: Path) -> None:
+    """One trial as one process per visible GPU (nccl), or 2 CPU processes (gloo), through the local launcher."""
+    import importlib.util
+
+    if importlib.util.find_spec("scaling.distributed") is None:
+        table.add("distributed", "one trial on several processes", "skipped: no distributed trials", "skipped")
+        return
+    world = torch.cuda.device_count() if cuda else 2
+    backend = "nccl" if cuda else "gloo"
+    if world < 2:
+        table.add("distributed", f"one trial on all visible GPUs ({backend})",
+                  f"skipped: {world} GPU visible; nccl needs a GPU per process", "skipped")
+        return
+    device = ["train.device=cuda", "hydra.launcher.cpus_per_task=4"] if cuda else ["train.device=cpu",
+                                                                                  "hydra.launcher.cpus_per_task=1"]
+    args = ["train=quick", *SYNTHETIC, "train.epochs=1", "train.train_images=512", "train.val_images=100",
+            "train.collective_timeout_s=120", "hydra/launcher=local", f"hydra.launcher.tasks_per_node={world}",
+            "hydra.sweeper.estimate=false", *device]
+    code, err = _run(["-m", *args], out)
+    recs = [json.loads(p.read_text()) for p in out.rglob("result.json")]
+    rec = recs[0] if len(recs) == 1 else {}
+    ok = code == 0 and rec.get("status") == "ok" and rec.get("world_size") == world
+    result = (f"status {rec.get('status')}, world_size {rec.get('world_size')}, "
+              f"{rec.get('train_images_per_second') or 0:.0f} img/s" if rec else f"exit {code}: {err}")
+    table.add("distributed", f"one trial, {world} processes ({backend})", result, "ok" if ok else "FAIL")
+
+
+# ---- 4. the probe ---- #
+
+
+def probe(table: Table, cuda: bool, out: Path) -> None:
+    """Probe files for the plan's cost estimate: the demo model (and on CUDA the paper's B0), read back."""
+    from scaling import cost
+
+    cases = [("demo model", "probe_demo.json", ["train=demo", "data=synthetic", "train.device=cuda"] if cuda
+              else ["train=quick", "data=synthetic", "train.device=cpu", "train.threads=1"])]
+    if cuda:
+        root = _image_folder(out / "imagefolder")
+        cases.append(("paper B0, 224 px", "probe_paper.json",
+                      ["+preset=paper", f"data.root={root}", "data.val_images=1", "data.num_workers=0"]))
+    for name, file, overrides in cases:
+        path = out / file
+        try:  # the probe command, in this process
+            cost.main(["--probe", "--out", str(path), *overrides])
+            found = cost.read_probe(str(path))
+        except (Exception, SystemExit) as err:  # noqa: BLE001 - any failure is this step's verdict
+            table.add("probe", name, f"no probe file: {type(err).__name__}: {str(err)[:300]}", "FAIL")
+            continue
+        table.add("probe", f"{name}, {found['device_name']}, batch {found['batch_per_process']}",
+                  f"train {found['train_images_per_second']:.0f} img/s, score {found['score_images_per_second']:.0f} "
+                  f"img/s -> {path} (hydra.sweeper.probe=...)", "ok")
+
+
+def _image_folder(root: Path, classes: int = 1000) -> Path:
+    """A tiny ImageFolder (2 JPEGs in each of `classes` class folders): the paper model's head and data keys."""
+    from PIL import Image
+
+    for c in range(classes):
+        folder = root / "train" / f"c{c:04d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(2):
+            Image.new("RGB", (32, 32), (c % 256, i * 100, 50)).save(folder / f"{i}.jpg")
+    return root
+
+
+# ---- the check ---- #
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the four steps; print one table; 1 when a step failed."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="outputs/gpu_check", help="folder for the trials and probe files")
+    ap.add_argument("--only", default="bench,resume,distributed,probe", help="steps to run (comma-separated)")
+    args = ap.parse_args(argv)
+    out = Path(args.out).resolve()
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    cuda = torch.cuda.is_available()
+    if cuda:
+        print(f"GPU check on {torch.cuda.device_count()} x {torch.cuda.get_device_name()} (torch {torch.__version__})")
+    else:
+        print("No GPU is visible on this machine: CPU mode (tiny models, 2 processes with gloo). The CUDA path "
+              "has not run here; run make gpu-check on a GPU machine.", flush=True)
+    table, steps = Table(), set(args.only.split(","))
+    started = time.time()
+    for name, step in (("bench", lambda: bench(table, cuda)), ("resume", lambda: resume(table, cuda, out / "resume")),
+                       ("distributed", lambda: distributed_trial(table, cuda, out / "distributed")),
+                       ("probe", lambda: probe(table, cuda, out))):
+        if name in steps:
+            tic = time.time()
+            try:
+                step()
+                print(f"[{name}] {time.time() - tic:.0f} s", flush=True)
+            except Exception as err:  # noqa: BLE001 - one failed step must not hide the others
+                table.add(name, "(crashed)", f"{type(err).__name__}: {str(err)[:300]}", "FAIL")
+    mode = f"CUDA, {torch.cuda.get_device_name()}" if cuda else "CPU mode (no GPU visible)"
+    print(f"\ngpu-check, {mode}, {time.time() - started:.0f} s:\n{table.render()}", flush=True)
+    (out / "gpu_check.json").write_text(json.dumps({"cuda": cuda, "rows": table.rows}, indent=2) + "\n")
+    return 1 if table.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

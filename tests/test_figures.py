@@ -1,0 +1,36 @@
+"""The demo's grid figure: every grid point with its s.e., the set filled, the baseline, the split named."""
+
+import matplotlib
+import pandas as pd
+
+from analysis import plots
+
+
+def test_grid_figure_shows_baseline_every_point_and_the_set(tmp_path, monkeypatch):
+    points = [{"alpha": a, "beta": b, "gamma": 1.2, "mean": m, "se": 0.3, "flops": f, "in_set": s}
+              for a, b, m, f, s in ((1.0, 1.2, 84.0, 6e6, True), (1.2, 1.0, 83.1, 6.1e6, True),
+                                    (1.4, 1.1, 81.0, 5.9e6, False))]
+    fit = {"points": points, "selected": {"alpha": 1.0, "beta": 1.2, "test_top1": 83.5}}
+    base = pd.DataFrame([{"status": "ok", "method": "baseline", "kind": "baseline", "top1": 80.0, "val_top1": v,
+                          "flops": 3e6, "trial_id": f"b{i}", "alpha": 1.2, "beta": 1.1, "gamma": 1.0, "phi": 1.0}
+                         for i, v in enumerate((80.1, 80.5, 79.9))])
+    figures = []
+    monkeypatch.setattr(plots, "save", lambda fig, out, name: figures.append(fig) or [out / f"{name}.png"])
+    assert plots.grid_figure(base, tmp_path, fit) == [tmp_path / "grid_vs_flops.png"]
+    (fig,) = figures
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(lab.startswith("baseline") and "n=3" in lab for lab in labels)
+    assert "in the 95% confidence set" in labels and "outside the set" in labels
+    assert "selected (test top-1 83.50%)" in labels
+    assert "Validation" in ax.get_ylabel() and "validation" in ax.get_title()
+    legend_box = ax.get_legend().get_window_extent(fig.canvas.get_renderer())
+    assert legend_box.x0 >= ax.get_window_extent(fig.canvas.get_renderer()).x1  # outside the data
+    matplotlib.pyplot.close(fig)
+
+
+def test_grid_figure_writes_png_and_pdf(tmp_path):
+    fit = {"points": [{"alpha": 1.0, "beta": 1.2, "gamma": 1.25, "mean": 84.0, "se": 0.3, "flops": 6e6,
+                       "in_set": True}], "selected": {"alpha": 1.0, "beta": 1.2}}
+    files = plots.grid_figure(pd.DataFrame(columns=["status", "method", "top1"]), tmp_path, fit)
+    assert {f.suffix for f in files} == {".png", ".pdf"} and all(f.stat().st_size > 1000 for f in files)

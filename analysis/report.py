@@ -133,18 +133,18 @@ def estimate_lines(folders: list[str]) -> list[str]:
     after = np.array([(r["job_seconds"] - (r.get("startup_seconds") or 0)) / line["estimated_seconds"]
                       for line, r in pairs if r.get("job_seconds")])
     error = max(e["error"] for e in est)
-    hours = lambda values: sum(values) / 3600  # noqa: E731
+    total = lambda values: plan.duration(sum(values))  # noqa: E731
     lines = [f"cost estimate against actual ({len(pairs)} trials; rate: {'; '.join(sorted({e['source'] for e in est}))}"
              f"; stated error ±{error:.0%} of training seconds):",
              f"  training seconds, actual / estimated: median {np.median(train):.2f}, range {train.min():.2f}-"
              f"{train.max():.2f}, {np.sum(np.abs(train - 1) <= error)} of {len(train)} within ±{error:.0%}; "
-             f"{hours(r['train_seconds'] for _, r in pairs):.2f} h, "
-             f"estimated {hours(e['train_seconds'] for e in est):.2f} h"]
+             f"in all {total(r['train_seconds'] for _, r in pairs)}, "
+             f"estimated {total(e['train_seconds'] for e in est)}"]
     if len(after):
         lines.append(f"  training + scoring (the job after start-up), actual / estimated: median "
                      f"{np.median(after):.2f}, range {after.min():.2f}-{after.max():.2f}; whole jobs "
-                     f"{hours(r.get('job_seconds') or 0 for _, r in pairs):.2f} trial-hours, estimated "
-                     f"{hours(line['estimated_seconds'] for line, _ in pairs):.2f} without start-up")
+                     f"in all {total(r.get('job_seconds') or 0 for _, r in pairs)}, estimated "
+                     f"{total(line['estimated_seconds'] for line, _ in pairs)} without start-up")
     return lines
 
 

@@ -8,22 +8,30 @@ the whole validation split + the test split) / scoring images/s. The throughput 
 - `hydra.sweeper.probe=FILE`: a probe file written by the command above on the trials' device (a GPU
   node, say): one network's measured rates there;
 - `hydra.sweeper.images_per_second=N`: the user's training rate of one trial of the baseline network
-  (d = w = r = 1), on the trials' device, all its processes together; scoring at 3 N (a forward pass is
-  about a third of a training step: the backward pass costs about twice the forward);
+  (d = w = r = 1), on the trials' device, all its processes together; scoring at 3 N (the usual rule: the
+  backward pass costs about twice the forward; probes here measured 3.6-6 x for eval-mode batches of 512);
 - else (`hydra.sweeper.estimate=true`, the default) a probe here: a few steps of the real trial step
   (scaling/trial.py `train_step`, its optimizer, EMA, channels_last and bf16) of each distinct network at
   its input size, per-process batch and thread count, on this machine's device, then a few scoring
   batches. A trial of N processes trains at N × one process's rate on its shard of the batch
-  (communication not counted).
+  (communication not counted). Local trials that ask for more CPUs together (max_parallel × processes ×
+  threads) than this machine has share them: their rate is divided by the excess.
 A given rate is for one network; another network's is scaled by the ratio of activations per image (conv
 output elements), not FLOPs: activations track training time best (r = 0.96 over the CPU demo and
-transfer trials against 0.86 for FLOPs; Dollár et al., "Fast and Accurate Model Scaling", CVPR 2021, find
-the same for GPU runtime).
+transfer trials against 0.86 for FLOPs, hydra_plugins/compound_scaling/sweeper.py `longest_first`; Dollár
+et al., "Fast and Accurate Model Scaling", CVPR 2021, find the same for GPU runtime).
 
-Stated error (`ERROR`): ±30% of a trial's training seconds for a probe on the trials' own machine, as the
-demo's sweeps measured it here on a shared 2-core CPU (tests/test_cost.py); a given rate adds its own
-error and that of scaling by activations across networks. Not counted: start-up (imports, data loading,
-resizing), checkpoints, and the data pipeline of file datasets (JPEG decoding in DataLoader workers).
+Stated error (`ERROR`): ±30% of a trial's training seconds, for a probe on the trials' machine while the
+study has that machine to itself; a given rate adds its own error and that of scaling by activations.
+Measured on this 2-core CPU: a probe and the trial right after it in one process, each corrected for the
+share of the CPU it got, took 0.84-0.98 x the estimated training time (three networks). Trials of the local
+launcher preload tcmalloc, which the sweeper's process (the probe's) does not: they run about 5-15% faster,
+so estimates lean long by that much. The probe and the trials measure wall time, so other work on the
+machine moves them apart: this sandbox, shared with other sessions (about 7 runnable tasks on 2 CPUs),
+measured trials at 0.57-3.4 x their estimates, while two trials running side by side agreed with each other
+within 20% (tests/test_cost.py). Not counted: start-up (imports, data loading, resizing), checkpoints,
+communication between the processes of a trial, and the data pipeline of file datasets (JPEG decoding and
+augmentation in DataLoader workers).
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ from omegaconf import OmegaConf
 from scaling import record
 from scaling.coefficients import Multipliers, ScalingError
 
-ERROR = 0.30  # stated relative error of a trial's estimated training seconds (probe on the trials' machine)
+ERROR = 0.30  # stated relative error of a trial's estimated training seconds (probe on the trials' own machine)
 SCORE_SPEEDUP = 3.0  # scoring images/s over training images/s, where only a training rate is given
 WARMUP_STEPS = 2  # untimed training steps first (allocations, kernel selection)
 MIN_STEPS = 3  # timed training steps: at least this many ...
@@ -123,7 +131,7 @@ def work(cfg, world: int = 1, has_test: bool = True) -> Work:
     """The images a trial of `cfg` trains on and scores (scaling/trial.py `fit`)."""
     t, held = cfg.train, cfg.data.val_images
     pool, test = split_sizes(cfg.data, has_test)
-    n = min(t.train_images or pool, pool - held)
+    n = max(0, min(t.train_images or pool, pool - held))  # (a pool smaller than the held-out split fails the trial)
     per_epoch = n - n % t.batch_size if n >= t.batch_size else n  # the ragged last batch is dropped
     monitored = min(t.val_images or held, held)
     return Work(train_images=per_epoch, epochs=t.epochs, score_images=t.epochs * monitored + held + test,
@@ -151,6 +159,15 @@ def threads(cfg) -> int:
     `cpus_per_task`, else every CPU here."""
     given = cfg.train.threads or OmegaConf.select(cfg, "hydra.launcher.cpus_per_task", default=None)
     return int(given) if given else len(os.sched_getaffinity(0))
+
+
+def oversubscribed(cfg, world: int, trials: int) -> float:
+    """How many times over this machine's CPUs the local launcher's concurrent trials ask for (>= 1; 1 for
+    launchers without `max_parallel`): at most `trials` at once, each `world` processes of `threads` threads."""
+    slots = OmegaConf.select(cfg, "hydra.launcher.max_parallel", default=None)
+    if not slots:
+        return 1.0
+    return max(1.0, min(int(slots), trials) * world * threads(cfg) / len(os.sched_getaffinity(0)))
 
 
 def _multipliers(point: dict[str, Any]) -> Multipliers:
@@ -200,6 +217,8 @@ def probe(cfg, planned, world: int = 1) -> dict[str, Any]:
             spent = time.perf_counter() - tic
     finally:
         torch.set_num_threads(before)
+        if device.type == "cuda":  # the sweeper's process keeps no GPU memory from the trials it launches
+            torch.cuda.empty_cache()
     return {"train_images_per_second": train_ips, "score_images_per_second": score_ips, "steps": steps,
             "probe_seconds": spent, "batch_per_process": batch, "threads": n, "device": device.type,
             "device_name": _device_name(device), "resolution": px, "activations": planned.activations,
@@ -264,6 +283,7 @@ class Estimator:
         self.probe_file = probe_file
         self.probing = estimate
         self.probes: dict[str, dict[str, Any]] = {}  # setting digest -> probe()
+        self.trials = 1  # trials to run in the plan being estimated (how many may share the CPUs)
         self.notes: dict[str, None] = {}  # for the plan: what was probed, why some trials have no estimate (each once)
 
     def rate(self, cfg, planned, world: int) -> Rate | None:
@@ -299,9 +319,11 @@ class Estimator:
         if key not in self.probes:
             self.probes[key] = probe(cfg, planned, world)
         p = self.probes[key]
-        processes = f", {world} processes" if world > 1 else ""
-        return Rate(p["train_images_per_second"] * world, p["score_images_per_second"] * world,
-                    f"probe here ({p['device']}, {p['threads']} thread(s){processes})")
+        over = oversubscribed(cfg, world, self.trials) if where == "cpu" else 1.0
+        shared = f", CPUs asked {over:.2g} x over" if over > 1 else ""
+        return Rate(p["train_images_per_second"] * world / over, p["score_images_per_second"] * world / over,
+                    f"probe here ({p['device']}, {p['threads']} thread(s){f', {world} processes' if world > 1 else ''}"
+                    f"{shared})")
 
     def estimate(self, cfg, planned) -> Estimate | None:
         """One planned trial's estimate (None where no rate is known)."""
@@ -316,6 +338,7 @@ class Estimator:
     def fill(self, points: list, configs: list) -> None:
         """Set `estimated_seconds` and `estimate` of every planned trial (shared points: their trial's)."""
         done: dict[str, Estimate | None] = {}
+        self.trials = sum(p.status == "run" for p in points)
         for p, cfg in zip(points, configs):
             if p.status == "run":
                 done[p.dirname] = self.estimate(cfg, p)
@@ -350,10 +373,12 @@ def total(points: list, seeds: list[int] | None = None) -> tuple[float, int]:
 
 def race_line(points: list, seeds: list[int], initial_seeds: int) -> str:
     """The race's estimated cost at its seed cap and after round 1 (every point on the first seeds)."""
+    from scaling.plan import trial_hours
+
     cap, n_cap = total(points, seeds)
     first, n_first = total(points, seeds[:initial_seeds])
-    return (f"race estimate: {cap / 3600:.2f} trial-hours at the seed cap ({n_cap} trials, {len(seeds)} seeds), "
-            f"{first / 3600:.2f} after round 1 ({n_first} trials, {initial_seeds} seeds); each ±{ERROR:.0%}")
+    return (f"race estimate: {trial_hours(cap)} at the seed cap ({n_cap} trials, {len(seeds)} seeds), "
+            f"{trial_hours(first)} after round 1 ({n_first} trials, {initial_seeds} seeds); each ±{ERROR:.0%}")
 
 
 # ---- the probe file: a one-trial probe on the trials' device ---- #
@@ -368,6 +393,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("overrides", nargs="*", help="key=value and group=option overrides, as for sweep.py")
     args = ap.parse_args(argv)
     from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
     from scaling import config, plan
 
@@ -375,6 +402,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
             cfg = compose(config_name="config", overrides=args.overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
+        raise SystemExit(2) from None
+    try:
         planned = plan.Planner().plan(cfg, args.overrides)
         if planned.status != "run":
             raise ScalingError(planned.reason or planned.status)

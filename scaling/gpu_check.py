@@ -7,12 +7,14 @@ With CUDA visible, four steps:
    model and for full EfficientNet-B0 at 224 px, both with bf16 + channels_last;
 2. resume: a trial (the demo model, generated data, bf16) killed with SIGKILL mid-epoch and rerun: the rerun
    resumes from the last checkpoint, and its final RNG state (CPU and CUDA generators) equals an
-   uninterrupted run's exactly; its losses too (on CUDA within LOSS_RTOL: cuDNN's backward kernels are not
-   deterministic, so two uninterrupted runs differ at that level);
-3. distributed: one trial on all visible GPUs (nccl; scaling/distributed.py) ends ok with its world size;
+   uninterrupted run's exactly; its losses too (on CUDA within LOSS_RTOL, or RUN_TO_RUN x the two runs'
+   epoch-1 difference: some CUDA backward kernels add with atomics, so two runs from scratch differ a little;
+   a resume that lost the RNG, optimizer or schedule state differs far more);
+3. distributed: one trial on all visible GPUs (nccl; scaling/distributed.py) ends ok with its world size
+   (skipped on one GPU: nccl needs a GPU per process);
 4. probe: the probe that feeds the plan's cost estimate (scaling/cost.py), written as probe files for the
    demo model and for the paper's B0 (`hydra.sweeper.probe=OUT/probe_paper.json`).
-Without CUDA the same steps run on the CPU with tiny models, 2 processes and gloo (tests/test_gpu_check.py).
+Without CUDA the same steps run on the CPU with tiny models, 2 processes and gloo (tests/test_cost.py).
 Exit status 1 when a step fails.
 """
 
@@ -31,7 +33,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-LOSS_RTOL = {"cpu": 0.0, "cuda": 1e-3}  # resumed against uninterrupted losses (relative)
+MIN_SPEEDUP = 0.9  # the trial step's images/s over the plain eager NCHW fp32 loop's, at least (timing noise below 1)
+LOSS_RTOL = {"cpu": 0.0, "cuda": 1e-3}  # resumed against uninterrupted losses (relative); on CUDA at least
+RUN_TO_RUN = 10  # ... this many times the two runs' epoch-1 difference (both from scratch: nondeterminism alone)
 SYNTHETIC = ["data=synthetic", "logger=none", "train.progress=false"]  # generated data: no files needed
 
 
@@ -76,7 +80,7 @@ def bench(table: Table, cuda: bool) -> None:
         ratio = rates["trial"] / rates["plain"]
         table.add("bench", f"{name}, batch {batch}, {'bf16 + channels_last' if cuda else 'fp32 channels_last'}",
                   f"trial {rates['trial']:.0f} img/s, plain {rates['plain']:.0f} img/s, {ratio:.2f}x",
-                  "ok" if ratio > 0 else "FAIL")
+                  "ok" if ratio >= MIN_SPEEDUP else "FAIL: the trial step is slower than the plain loop")
 
 
 def _rate(fn, x, y, batch: int, steps: int, cuda: bool) -> float:
@@ -163,14 +167,14 @@ def resume(table: Table, cuda: bool, out: Path) -> None:
     a, b = (_finished(out / k) for k in ("uninterrupted", "killed"))
     log = next((out / "killed").rglob("*.log")).read_text()
     la, lb = [h["train_loss"] for h in a["rec"]["history"]], [h["train_loss"] for h in b["rec"]["history"]]
-    diff = max(abs(x - y) / abs(x) for x, y in zip(la, lb))
+    first, diff = (abs(x - y) / abs(x) for x, y in zip(la, lb))  # epoch 1 (both from scratch), epoch 2 (resumed)
+    allowed = max(LOSS_RTOL[device], RUN_TO_RUN * first) if device == "cuda" else 0.0
     rng_equal = all(torch.equal(_stack(a["rng"][k]), _stack(b["rng"][k])) for k in a["rng"])
     params = max((pa.float() - pb.float()).abs().max().item() for pa, pb in zip(a["model"], b["model"]))
-    ok = ("from epoch 1" in log and rng_equal and len(la) == len(lb) == 2 and diff <= LOSS_RTOL[device]
-          and (params == 0 or device == "cuda"))
+    ok = ("from epoch 1" in log and rng_equal and diff <= allowed and (params == 0 or device == "cuda"))
     table.add("resume", f"{device} trial SIGKILLed mid-epoch 2, rerun",
-              f"resumed from epoch 1; RNG {'equal' if rng_equal else 'DIFFERENT'}; losses max rel. diff {diff:.1e} "
-              f"(allowed {LOSS_RTOL[device]:g}); weights max diff {params:.1e}", "ok" if ok else "FAIL")
+              f"resumed from epoch 1; RNG {'equal' if rng_equal else 'DIFFERENT'}; epoch-2 loss rel. diff {diff:.1e} "
+              f"(allowed {allowed:.1e}; epoch 1 {first:.1e}); weights max diff {params:.1e}", "ok" if ok else "FAIL")
 
 
 def _finished(out: Path) -> dict:
@@ -226,7 +230,7 @@ def probe(table: Table, cuda: bool, out: Path) -> None:
     if cuda:
         root = _image_folder(out / "imagefolder")
         cases.append(("paper B0, 224 px", "probe_paper.json",
-                      ["+preset=paper", f"data.root={root}", "data.val_images=1", "data.num_workers=0"]))
+                      ["+preset=paper", f"data.root={root}", "data.val_images=1", "scaling.phi=0"]))
     for name, file, overrides in cases:
         path = out / file
         try:  # the probe command, in this process

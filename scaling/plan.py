@@ -362,12 +362,17 @@ def duration(seconds: float | None) -> str:
     return f"{seconds / 60:.0f}min" if seconds < 7200 else f"{seconds / 3600:.1f}h"
 
 
+def trial_hours(seconds: float) -> str:
+    """A study's estimated cost: trial-hours (the seconds of a tiny study)."""
+    return f"{seconds / 3600:.2f} trial-hours" if seconds >= 36 else f"{seconds:.0f} trial-seconds"
+
+
 def _estimated(points: list[Planned]) -> str:
     """The plan's estimated cost (scaling/cost.py): its trials' total in trial-hours, and the rates' sources."""
     runs = [p for p in points if p.status == "run"]
     known = [p for p in runs if p.estimated_seconds is not None]
     train = sum(p.estimate["train_seconds"] for p in known)
-    hours = sum(p.estimated_seconds for p in known) / 3600
     sources = sorted({p.estimate["source"] for p in known})
-    return (f"estimated time: {hours:.2f} trial-hours for {len(known)} of {len(runs)} trials (training "
-            f"{train / 3600:.2f} h + scoring), each ±{known[0].estimate['error']:.0%}; rate: {'; '.join(sources)}")
+    return (f"estimated time: {trial_hours(sum(p.estimated_seconds for p in known))} for {len(known)} of {len(runs)} "
+            f"trials (training {duration(train)} + scoring), each ±{known[0].estimate['error']:.0%}; "
+            f"rate: {'; '.join(sources)}")

@@ -1,6 +1,7 @@
 """The result record: one JSON file per trial, the interface between `scaling/` and `analysis/`.
 
-Fields are documented in the README ("Result record"). Bump SCHEMA when a field changes meaning.
+Each field's meaning sits beside it in `MEANINGS`; docs/records.md shows them (tests/test_docs.py checks
+that it matches). Bump SCHEMA when a field changes meaning.
 Also home of the one atomic-write helper (`atomic_file`, `write_atomic`, `write_text_atomic`) that every
 state file goes through.
 """
@@ -19,20 +20,78 @@ SCHEMA = 3  # 3: val_top1 (validation, what studies choose on) beside top1 (test
 RECORD_NAME = "result.json"
 STATUSES = ("ok", "failed")
 
-FIELDS = (
-    "schema", "status", "error", "trial", "trial_id", "arch", "recipe", "study", "kind", "strategy",
-    "method", "model", "dataset",
-    "alpha", "beta", "gamma", "phi", "target", "tolerance", "coefficients_source",
-    "depth_mult", "width_mult", "resolution_mult", "resolution", "base_resolution", "native_resolution", "upscaled",
-    "stage_depths", "stage_widths", "params", "flops", "activations",
-    "nominal_flops_factor", "measured_flops_factor", "base_flops",
-    "seed", "epochs", "epochs_run", "train_images", "val_images", "val_top1", "val_score_images", "top1",
-    "score_split", "score_images", "data_files", "recipe_values",
-    "history", "train_seconds", "train_images_per_second", "startup_seconds", "score_seconds",
-    "job_seconds", "device", "world_size", "threads", "allocator",
-    "host", "pid", "slurm_job_id", "started", "finished",
-    "model_config", "data_config", "train_config", "scaling_config",
-)
+MEANINGS = {  # every record field, in record order, and what it holds (docs/records.md is checked against this)
+    "schema": "record format version (`SCHEMA`; 3 added `val_top1`)",
+    "status": "`ok` or `failed`",
+    "error": "why the trial failed, one line (null when ok)",
+    "trial": "the trial folder's name: a readable part, then `trial_id`",
+    "trial_id": "hash of the effective config values that change what is computed, the network built, the data "
+                "fingerprint and the seed",
+    "arch": "`trial_id` without the seed: grid points that build the same network with the same recipe share it",
+    "recipe": "hash of the model, data and train values and the data fingerprint: trials of one `recipe` compare",
+    "study": "the study's `name` (sweep folder, W&B group)",
+    "kind": "the study's `kind` (W&B job type)",
+    "strategy": "transfer-study row label (`selected`, `paper`, `depth`, ...), else null",
+    "method": "`baseline`, `depth`, `width`, `resolution`, `compound` or `explicit`",
+    "model": "`model.name` (the whole group is in `model_config`)",
+    "dataset": "`data.name` (the whole group is in `data_config`)",
+    "alpha": "depth coefficient α (explicit multipliers are recorded as α = d, β = w, γ = r at φ = 1)",
+    "beta": "width coefficient β",
+    "gamma": "resolution coefficient γ: solved from the constraint, or, with `scaling.match=measured`, the input "
+             "size's (r^(1/φ))",
+    "phi": "compound coefficient φ",
+    "target": "the constraint's α·β²·γ² target",
+    "tolerance": "the largest distance of α·β²·γ² from `target` that counts as on the constraint",
+    "coefficients_source": "the fit file the coefficients came from (`scaling.from_fit`), else null",
+    "depth_mult": "depth multiplier d = α^φ, relative to the baseline preset",
+    "width_mult": "width multiplier w = β^φ",
+    "resolution_mult": "resolution multiplier r = γ^φ",
+    "resolution": "input side as built, px",
+    "base_resolution": "the baseline's input side r₀, px (`data.resolution`)",
+    "native_resolution": "the data's stored image side, px (`data.native_size`)",
+    "upscaled": "true when `resolution` exceeds `native_resolution`",
+    "stage_depths": "blocks per stage, as built",
+    "stage_widths": "output channels per stage, as built",
+    "params": "trainable parameters, as built",
+    "flops": "multiply-adds per image (the paper's FLOPS): convolutions and matmuls counted on the built model",
+    "activations": "convolution output elements per image (Dollár et al., CVPR 2021)",
+    "nominal_flops_factor": "d·w²·r², the FLOPs growth the coefficients promise",
+    "measured_flops_factor": "`flops` / `base_flops`",
+    "base_flops": "multiply-adds per image of the baseline (d = w = r = 1), built the same way",
+    "seed": "model initialisation and data order (shared across grid points, so comparisons pair)",
+    "epochs": "epochs asked for (`train.epochs`)",
+    "epochs_run": "epochs trained, over every resumed run",
+    "train_images": "training images per epoch",
+    "val_images": "validation images monitored after each epoch (`history`)",
+    "val_top1": "top-1 %, at the end, on the whole held-out validation split: what every choice is made on",
+    "val_score_images": "images `val_top1` was measured on",
+    "top1": "top-1 %, at the end, on the test split: reported, never chooses (null without a test split)",
+    "score_split": "`test`, or null when the dataset has no test split",
+    "score_images": "images `top1` was measured on (0 without a test split)",
+    "data_files": "fingerprint of the data files read: train and test content hashes (ImageFolder: names and sizes)",
+    "recipe_values": "the recipe as the trial resolved it: optimizer class, peak LR, schedule, EMA, dropout, ...",
+    "history": "per epoch: `epoch`, `train_loss`, `val_top1` (monitored images), `epoch_seconds`, "
+               "`images_per_second`, `lr`",
+    "train_seconds": "seconds in the training loops, over every resumed run",
+    "train_images_per_second": "training images per second, all processes together",
+    "startup_seconds": "process (or warm job) start to the first training step, s",
+    "score_seconds": "the final scoring of the validation and test splits, s",
+    "job_seconds": "the whole job, start to record, s",
+    "device": "`cpu` or `cuda`, as run",
+    "world_size": "processes that trained the trial (torch.distributed; 1: one process)",
+    "threads": "CPU threads per process",
+    "allocator": "`tcmalloc` when the local launcher preloaded it, else `default`",
+    "host": "host name of the process that wrote the record",
+    "pid": "its process id",
+    "slurm_job_id": "`<array>_<task>` as sacct names it, else null",
+    "started": "UTC timestamp (ISO 8601) of the trial's start",
+    "finished": "UTC timestamp (ISO 8601) of its end",
+    "model_config": "the resolved `model` group",
+    "data_config": "the resolved `data` group",
+    "train_config": "the resolved `train` group",
+    "scaling_config": "the resolved `scaling` group",
+}
+FIELDS = tuple(MEANINGS)  # the field names, in record order
 
 
 @contextlib.contextmanager

@@ -18,13 +18,13 @@ import sys
 import time
 from pathlib import Path
 
+import distributed_worker
 import pytest
+import wandb_offline
 from conftest import ROOT, records, sweep, trial_dirs
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-import distributed_worker
-import wandb_offline
 from hydra_plugins.compound_scaling import launchers  # noqa: F401 - registers hydra/launcher=local|slurm
 from scaling import config, distributed, identity, plan
 from scaling.coefficients import ScalingError

@@ -217,9 +217,11 @@ def test_a_plan_with_no_runnable_point_is_one_line_and_exit_2(out):
 
 def test_plan_only_prints_the_plan_and_trains_nothing(out):
     proc = sweep("-m", "+sweep=compound_grid", "--plan-only", out=out)
-    # 3 x 3 (α, β) x 2 seeds; (1.4, 1.2) would need γ < 1; the other 8 points are 8 distinct networks
-    assert "plan: 18 points -> 16 trials to run, 2 dropped" in proc.stdout, proc.stdout
-    assert not list(out.rglob("result.json")) and len(plan_lines(out / "sweeps/compound_grid")) == 18
+    # 3 α x 5 β x 2 seeds; with γ matched on counted FLOPs, 7 (α, β) points land within 5% of 2x the
+    # baseline's cost; the rest are dropped, each with its reason
+    assert "plan: 30 points -> 14 trials to run, 16 dropped" in proc.stdout, proc.stdout
+    assert "estimated time: " in proc.stdout and "trial-hours for 14 of 14 trials" in proc.stdout
+    assert not list(out.rglob("result.json")) and len(plan_lines(out / "sweeps/compound_grid")) == 30
 
 
 # ---- a real one-node SLURM cluster (make slurm-up; .ci/run starts it) ---- #

@@ -3,8 +3,10 @@
 Both expand the command line and `hydra.sweeper.params` into a cartesian grid, compose every point
 with Hydra's own config loader, and resolve it (scaling/plan.py): coefficients, rounding, the
 network actually built and its measured FLOPs. Points that build the same network are one trial;
-points off the constraint are dropped with their reason. The plan goes to `<sweep dir>/plan.jsonl`
-and the terminal; `hydra.sweeper.plan_only=true` (`python sweep.py -m ... --plan-only`) stops there.
+points off the constraint are dropped with their reason. Each trial to run gets an estimated time
+(scaling/cost.py: a probe of its network's trial step here, or `images_per_second` / `probe`), and the
+study its total in trial-hours. The plan goes to `<sweep dir>/plan.jsonl` and the terminal;
+`hydra.sweeper.plan_only=true` (`python sweep.py -m ... --plan-only`) stops there.
 
 - grid: launch every planned trial (in batches of `max_batch_size`), the costliest first.
 - race: run the φ = 1 grid in rounds (analysis/race.py): every point on a few shared seeds, then

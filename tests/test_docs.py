@@ -1,0 +1,226 @@
+"""The docs say what the code does: every command in README.md and docs/ parses, every page is reachable from
+the README, every relative link lands, and docs/records.md documents exactly the fields of scaling/record.py.
+
+Commands are the lines of ```bash blocks that start with `python sweep.py`, `python -m analysis`, `python -m
+scaling` or `make`. Each runs for real, without training anything:
+- `make T ...`: `make -n T ...` (the target exists, its recipe expands);
+- `python -m tool ...`: `python -m tool --help`;
+- `python sweep.py -m ...`: the sweep with `--plan-only` (no cost probe, outputs in a temp folder): it composes
+  every point, plans it and writes its plan; `python sweep.py ...` (one trial): `--cfg job`.
+- paper-sized commands (`+preset=paper`) are composed only (`--cfg job`, without -m): planning full B0 at
+  224-300 px on this CPU takes over ten minutes.
+A placeholder ImageNet path (`/path/to/imagenet`) becomes a small generated ImageFolder, and the transfer
+study's strategy files are written first by the docs' own `python -m scaling.transfer` command.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scaling import record
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
+PREFIXES = ("python sweep.py", "python -m analysis", "python -m scaling", "make ")
+IMAGENET = "/path/to/imagenet"  # the docs' placeholder for an ImageNet folder
+PAPER = "+preset=paper"  # paper-sized: composed, not planned (full B0 at 224-300 px, minutes per network here)
+FIELDS_BEGIN, FIELDS_END = "<!-- begin fields", "<!-- end fields -->"
+NARRATION = re.compile(r"\b(this|previous|earlier) round\b|\bused to\b", re.IGNORECASE)
+README_LINES = 140  # "about 120 lines": a front door, not a manual
+
+
+# ---- reading the pages ---- #
+
+
+def bash_blocks(text: str) -> list[str]:
+    """The contents of the ```bash blocks of a markdown text."""
+    return re.findall(r"^```bash\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
+
+
+def commands(page: Path) -> list[str]:
+    """The commands of a page's bash blocks (continued lines joined, comments dropped), in page order."""
+    found = []
+    for block in bash_blocks(page.read_text()):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.split(r"\s+#", line, maxsplit=1)[0].strip()  # a trailing comment
+            if line.startswith(PREFIXES):
+                found.append(line)
+    return found
+
+
+def every_command() -> list[str]:
+    """Each command of the README and docs once, in page order."""
+    return list(dict.fromkeys(c for page in PAGES for c in commands(page)))
+
+
+def of_kind(prefix: str) -> list[str]:
+    return [c for c in every_command() if c.startswith(prefix)]
+
+
+def links(page: Path) -> list[str]:
+    """The targets of a page's markdown links and images (not inside code)."""
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.DOTALL)
+    text = re.sub(r"`[^`\n]*`", "", text)
+    return re.findall(r"\]\(([^)\s]+)\)", text)
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces as hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower().replace("`", ""))
+    return text.replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.DOTALL)
+    return {slug(h) for h in re.findall(r"^#+ (.+)$", text, flags=re.MULTILINE)}
+
+
+# ---- the pages ---- #
+
+
+def test_every_docs_page_is_linked_from_the_readme():
+    linked = {(ROOT / target.split("#")[0]).resolve() for target in links(README) if not target.startswith("http")}
+    missing = [str(p.relative_to(ROOT)) for p in PAGES[1:] if p.resolve() not in linked]
+    assert not missing, f"docs pages not linked from README.md: {missing}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_and_anchors_land(page):
+    broken = []
+    for target in links(page):
+        if target.startswith(("http://", "https://", "mailto:")):
+            continue
+        path, _, anchor = target.partition("#")
+        dest = (page.parent / path).resolve() if path else page
+        if not dest.exists():
+            broken.append(target)
+        elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
+            broken.append(f"{target} (no such heading)")
+    assert not broken, f"{page.relative_to(ROOT)}: broken links {broken}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_pages_describe_what_is_not_rounds_of_work(page):
+    hits = [m.group(0) for m in NARRATION.finditer(re.sub(r"<!--.*?-->", "", page.read_text(), flags=re.DOTALL))]
+    assert not hits, f"{page.relative_to(ROOT)} narrates history: {hits}"
+
+
+def test_the_readme_is_a_front_door():
+    assert len(README.read_text().splitlines()) <= README_LINES
+
+
+def test_the_docs_have_commands_of_every_kind():
+    """The parser finds what the pages hold (a change of fence or prefix must not make the checks vacuous)."""
+    assert of_kind("make ") and of_kind("python -m analysis") and of_kind("python -m scaling")
+    assert any(" -m " in c for c in of_kind("python sweep.py")) and "python sweep.py train=quick" in every_command()
+
+
+# ---- the record schema ---- #
+
+
+def fields_table() -> str:
+    """docs/records.md's field table, as generated from record.MEANINGS."""
+    rows = [f"| `{name}` | {meaning} |" for name, meaning in record.MEANINGS.items()]
+    return "\n".join(["| field | meaning |", "|---|---|", *rows])
+
+
+def test_records_page_documents_every_field_with_its_meaning_and_nothing_else():
+    page = ROOT / "docs" / "records.md"
+    text = page.read_text()
+    start, end = text.index(FIELDS_BEGIN), text.index(FIELDS_END)
+    head = text.index("\n", start) + 1
+    if os.environ.get("UPDATE_DOCS"):
+        text = text[:head] + fields_table() + "\n" + text[end:]
+        page.write_text(text)
+        start, end = text.index(FIELDS_BEGIN), text.index(FIELDS_END)
+    documented = dict(re.findall(r"^\| `(\w+)` \| (.*) \|$", text[head:end], flags=re.MULTILINE))
+    assert set(record.FIELDS) == set(record.MEANINGS) and len(record.FIELDS) == len(record.MEANINGS)
+    assert list(documented) == list(record.FIELDS), (
+        f"undocumented: {sorted(set(record.FIELDS) - set(documented))}; not record fields: "
+        f"{sorted(set(documented) - set(record.FIELDS))}; rerun with UPDATE_DOCS=1")
+    wrong = {k: v for k, v in documented.items() if v != record.MEANINGS[k]}
+    assert not wrong, f"meanings differ from scaling/record.py MEANINGS: {wrong}; rerun with UPDATE_DOCS=1"
+    assert all(record.MEANINGS.values()) and not any("|" in v for v in record.MEANINGS.values())
+
+
+# ---- the commands ---- #
+
+
+def run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "HYDRA_FULL_ERROR": "1"})
+
+
+def tokens(command: str, cwd: Path) -> list[str]:
+    """The command's words as bash would pass them ($PWD: `cwd`), with `python` as this interpreter."""
+    words = [w.replace("$PWD", str(cwd)) for w in shlex.split(command.replace("'$PWD'", "$PWD"))]
+    return [sys.executable if w == "python" else w for w in words]
+
+
+def explain(proc: subprocess.CompletedProcess, command: str) -> str:
+    return f"{command!r} exited {proc.returncode}\n{proc.stdout[-2500:]}\n{proc.stderr[-2500:]}"
+
+
+@pytest.mark.parametrize("command", of_kind("make "))
+def test_make_commands_name_real_targets(command):
+    words = shlex.split(command)
+    proc = run(["make", "-n", "-C", str(ROOT), *words[1:]], ROOT)
+    assert proc.returncode == 0, explain(proc, command)
+
+
+@pytest.mark.parametrize("module", sorted({shlex.split(c)[2] for c in every_command() if c.startswith("python -m")}))
+def test_python_tools_answer_help(module):
+    proc = run([sys.executable, "-m", module, "--help"], ROOT)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage:"), explain(proc, f"python -m {module} --help")
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A folder to run the docs' commands in: a fit file where `make demo` leaves one, and a tiny ImageFolder."""
+    work = tmp_path_factory.mktemp("docs")
+    fit = work / "reports" / "demo" / "fit.json"
+    fit.parent.mkdir(parents=True)
+    fit.write_text('{"selected": {"alpha": 1.2, "beta": 1.05, "gamma": 1.35}}')  # a point of the matched grid
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for c in range(2):
+            folder = work / "imagenet" / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (32, 32), (120 * c, 60, 90)).save(folder / f"{i}.jpg")
+    return work
+
+
+def strategy_files(work: Path) -> None:
+    """Write the transfer study's strategy configs with the docs' own `python -m scaling.transfer` command."""
+    for command in of_kind("python -m scaling.transfer"):
+        proc = run(tokens(command, work), work)
+        assert proc.returncode == 0, explain(proc, command)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", of_kind("python sweep.py"), ids=lambda c: re.sub(r"[^\w=.,+/-]+", "_", c)[16:90])
+def test_sweep_commands_compose_and_plan(command, workdir):
+    words = tokens(command.replace(IMAGENET, str(workdir / "imagenet")), workdir)
+    words[1] = str(ROOT / "sweep.py")
+    out = f"paths.output_dir={workdir / 'outputs'}"
+    plan = ("-m" in words or "--multirun" in words) and PAPER not in words
+    if plan:
+        if any(w.startswith("+transfer=") for w in words):
+            strategy_files(workdir)
+        args = [*words, out, "hydra.sweeper.estimate=false", *(["--plan-only"] if "--plan-only" not in words else [])]
+    else:
+        args = [*[w for w in words if w not in ("--plan-only", "-m", "--multirun")], out, "--cfg", "job"]
+    proc = run(args, workdir)
+    assert proc.returncode == 0, explain(proc, command)
+    if plan:
+        assert "plan written to" in proc.stdout and "\ntrain " not in proc.stdout, explain(proc, command)

@@ -67,7 +67,7 @@ slurm-down:  ## stop that cluster
 	bash .ci/slurm-down.sh
 
 test: install slurm-up  ## the full test suite, as CI runs it (real training, real SLURM)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 test-fast: install  ## tests without training runs or SLURM
 	$(PY) -m pytest -q -m "not slow and not slurm"

@@ -2,7 +2,7 @@
 
     python -m analysis.collect outputs/sweeps/compound_grid outputs/sweeps/baseline --out results.csv
 
-A sweep folder with a plan (plan.jsonl) contributes one row per planned grid point that has a
+A sweep folder with a plan (plan.jsonl, scaling.plan.PLAN_NAME) contributes one row per planned grid point that has a
 record: a trial that several points share (they build the same network) appears under each, with
 that point's coefficients and transfer-study `strategy` (say `paper` and `selected` at φ = 2), and
 records of configs that are no longer in the plan are ignored (and counted). Folders without a
@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
+from analysis.cli import warn
 from scaling import plan  # imports omegaconf, not torch (it builds models in deferred imports)
 from scaling.record import RECORD_NAME, atomic_file, write_text_atomic  # scaling.record imports no torch
 
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also read runs from W&B (online)")
     ap.add_argument("--out", default="reports/results.csv")
     args = ap.parse_args(argv)
-    frames = [collect(args.folders, report=lambda m: print(m, file=sys.stderr))]
+    frames = [collect(args.folders, report=warn)]
     if args.wandb:
         frames.append(from_wandb(args.wandb))
     df = pd.concat(frames, ignore_index=True)

@@ -26,7 +26,7 @@ which reports), selected (with its test_top1), confidence_set, confidence_method
 pooled residual s.d. the comparisons use), sigma_within (descriptive), df, paired, mdd and
 mdd_test (the set's own test), seeds_to_resolve (a range), winners_curse, surface, outlier_runs,
 cost_flags, points (every point, with in_set), level, options (every analysis option, non_default
-naming the changed ones) and grid_best. Every value is plain JSON; null, never NaN.
+naming the changed ones). Every value is plain JSON; null, never NaN.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -43,6 +42,8 @@ import pandas as pd
 from scipy import spatial, stats
 
 from analysis import verdict
+from analysis.cli import one_line_errors
+from analysis.common import json_safe, load, settings
 from analysis.metrics import CHOICE, METRICS, REPORT
 from analysis.stats import (
     KEY,
@@ -65,16 +66,6 @@ DEFAULTS = {"level": LEVEL, "rule": "highest_mean", "max_cost_gap": None, "robus
             "recipe": None}  # the analysis options; fit.json records them all and names those changed
 SPLITS = {"choice": CHOICE, "choice_label": METRICS[CHOICE].label, "report": REPORT,
           "report_label": METRICS[REPORT].label}
-
-def settings(df: pd.DataFrame, target: float | None, tolerance: float | None) -> tuple[float, float]:
-    """target and tolerance: as given, else the data's single `target`/`tolerance` value, else 2.0 / 0.1."""
-    def pick(value, column, default):
-        if value is not None:
-            return float(value)
-        seen = pd.to_numeric(df[column], errors="coerce").dropna().unique() if column in df else []
-        return float(seen[0]) if len(seen) == 1 else default
-    return pick(target, "target", DEFAULT_TARGET), pick(tolerance, "tolerance", DEFAULT_TOLERANCE)
-
 
 def constrained_trials(df: pd.DataFrame, target: float = DEFAULT_TARGET,
                        tolerance: float = DEFAULT_TOLERANCE) -> pd.DataFrame:
@@ -176,21 +167,6 @@ def surface(trials: pd.DataFrame, a: Analysis, target: float, level: float = LEV
             "optimum": optimum}
 
 
-def json_safe(x):
-    """JSON-safe copy: numpy scalars to Python, NaN to None, tuples to lists."""
-    if isinstance(x, dict):
-        return {str(k): json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple, np.ndarray)):
-        return [json_safe(v) for v in x]
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, (int, np.integer)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        return None if not math.isfinite(x) else float(x)
-    return x
-
-
 def _point(row: pd.Series) -> dict:
     return {"key": row.point, "alpha": row.alpha, "beta": row.beta, "gamma": row.gamma, "seeds": row.seeds,
             "mean": row["mean"], "se": row.se, "sd_used": row.sd_used, "own_noise": row.own_noise,
@@ -221,7 +197,7 @@ def _flag(row: pd.Series, target: float, excluded: bool) -> dict:
             "gap": row.measured_flops_factor / target - 1, "excluded": excluded}
 
 
-def describe(trials: pd.DataFrame, a: Analysis, *, target: float, tolerance: float, level: float = LEVEL,
+def fit_result(trials: pd.DataFrame, a: Analysis, *, target: float, tolerance: float, level: float = LEVEL,
              rule: str = "highest_mean", max_cost_gap: float | None = None,
              dropped_runs: pd.DataFrame | None = None, options: dict | None = None, race: bool = False) -> dict:
     """The fit's JSON object from an analysis (see the module docstring for `method`).
@@ -262,18 +238,16 @@ def describe(trials: pd.DataFrame, a: Analysis, *, target: float, tolerance: flo
         "points": [_point(r) for _, r in pts.iterrows()],
         "n_trials": len(trials), "n_points": len(pts), "target": target, "tolerance": tolerance, "level": level,
         "options": opts, "non_default": [k for k in DEFAULTS if opts[k] != DEFAULTS[k]],
-        "grid_best": {**{k: chosen[k] for k in KEY}, "top1": chosen["mean"]},  # the selected grid point
     })
 
 
 def fit(df: pd.DataFrame, target: float | None = None, tolerance: float | None = None, *, level: float = LEVEL,
         rule: str = "highest_mean", max_cost_gap: float | None = None, robust: bool = False,
-        noise: str = "per_point", recipe: str | None = None, n_boot: int | None = None) -> dict:
+        noise: str = "per_point", recipe: str | None = None) -> dict:
     """Best (α, β, γ) on the constraint with its confidence set for the best, chosen on metrics.CHOICE.
 
     robust: first drop outlier runs (stats.outliers: at most one per point with 3+ seeds).
     noise: "per_point" (default) or "pooled" (stats.mcb). recipe: analyse only this recipe's trials.
-    n_boot is ignored; it stays for callers of the former bootstrap fit.
     """
     if rule not in RULES:
         raise FitError(f"rule={rule}: allowed: {', '.join(RULES)}")
@@ -301,7 +275,7 @@ def fit(df: pd.DataFrame, target: float | None = None, tolerance: float | None =
     if robust:
         a = replace(a, method=f"{a.method}; {len(dropped)} outlier run(s) dropped first (externally studentized "
                               f"residual, Bonferroni over the runs at {level:g}, at most one per point with 3+ seeds)")
-    result = describe(trials, a, target=target, tolerance=tolerance, level=level, rule=rule,
+    result = fit_result(trials, a, target=target, tolerance=tolerance, level=level, rule=rule,
                       max_cost_gap=max_cost_gap, dropped_runs=dropped, options={"recipe": recipe})
     result["cost_flags"] += json_safe([_flag(r, target, True) for _, r in off.iterrows()])
     return result
@@ -317,22 +291,6 @@ def race_file(folders: list[str]) -> dict | None:
             except json.JSONDecodeError:
                 raise FitError(f"{path}: not valid JSON (a race.json written by hydra/sweeper=race)") from None
     return None
-
-
-def load(csv: str | None, folders: list[str], flag: str = "--csv") -> pd.DataFrame:
-    """Trials from a CSV file or sweep folders (FitError when neither can be read)."""
-    if csv:
-        if not Path(csv).is_file():
-            raise FitError(f"{flag} {csv}: no such file")
-        try:
-            return pd.read_csv(csv)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-            raise FitError(f"{flag} {csv}: not a readable CSV table ({type(err).__name__})") from None
-    if folders:
-        from analysis.collect import collect
-
-        return collect(folders, report=lambda m: print(m, file=sys.stderr))
-    raise FitError("give sweep folders or --csv FILE")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -351,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--noise", choices=NOISE, default="per_point", help="per-point variances, or one pooled sigma")
     ap.add_argument("--recipe", help="analyse only this recipe's trials (when the records mix recipes)")
     args = ap.parse_args(argv)
-    try:
+    with one_line_errors():
         df = load(args.csv, args.folders)
         race = None if args.csv else race_file(args.folders)
         if race is not None:
@@ -367,9 +325,6 @@ def main(argv: list[str] | None = None) -> None:
         else:
             result = fit(df, args.target, args.tolerance, level=args.level, rule=args.rule,
                          max_cost_gap=args.max_cost_gap, robust=args.robust, noise=args.noise, recipe=args.recipe)
-    except FitError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
     print(json.dumps(result, indent=2, allow_nan=False))
 
 

@@ -2,7 +2,7 @@
 seed, one recipe. Shared by fit, race, report, star and transfer.
 
 Each check returns one line naming the problem, or None when the table is fine; `check` raises the
-caller's own error class with that line (callers turn it into `error: ...` and exit 2).
+caller's own error class with that line (analysis.cli turns it into `error: ...` and exit 2).
 
 Two rows are the same run when they come from the same trial folder (`path`), or, without a
 `path` column, when they report the same value: collect lists a trial that several grid points

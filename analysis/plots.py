@@ -17,6 +17,7 @@ import pandas as pd  # noqa: E402
 
 from analysis.fit import grid_argmax  # noqa: E402
 from analysis.metrics import CHOICE, METHODS, METRICS  # noqa: E402
+from scaling.coefficients import DEFAULT_TARGET, DIMENSIONS  # noqa: E402
 from scaling.record import write_text_atomic  # noqa: E402 - no torch
 
 FLOPS, TOP1 = METRICS["flops"], METRICS["top1"]
@@ -42,7 +43,8 @@ def save(fig, out_dir: Path, name: str) -> list[Path]:
     return paths
 
 
-SAME_TRIAL = ["recipe", "model", "dataset", "depth_mult", "width_mult", "resolution_mult", "seed"]
+# one trial's identity in records without a trial_id: the same trial run by two studies is shown once
+EXPERIMENT_KEY = ["recipe", "model", "dataset", "depth_mult", "width_mult", "resolution_mult", "seed"]
 
 
 def ok(df: pd.DataFrame) -> pd.DataFrame:
@@ -53,7 +55,7 @@ def ok(df: pd.DataFrame) -> pd.DataFrame:
     done = df[(df["status"] == "ok") & df["top1"].notna()]
     if "trial_id" in done.columns and done["trial_id"].notna().all():  # one trial, once per grid point
         return done[~done[["trial_id", "alpha", "beta", "gamma", "phi"]].astype(str).duplicated()]
-    key = [c for c in SAME_TRIAL if c in done.columns]
+    key = [c for c in EXPERIMENT_KEY if c in done.columns]
     rounded = done[key].round(6) if key else done
     return done[~rounded.duplicated()] if key else done
 
@@ -75,7 +77,7 @@ def _series(df: pd.DataFrame, fit: dict | None) -> dict[str, pd.DataFrame]:
     """Rows per scaling method; each single-dimension curve starts at the baseline."""
     base = df[df["method"] == "baseline"]
     series = {}
-    for method in ("depth", "width", "resolution"):
+    for method in DIMENSIONS:
         rows = df[df["method"] == method]
         if not rows.empty:
             series[method] = pd.concat([base, rows])
@@ -83,7 +85,7 @@ def _series(df: pd.DataFrame, fit: dict | None) -> dict[str, pd.DataFrame]:
     if comp.empty:  # no φ sweep: the best φ = 1 grid point stands for compound scaling
         grid = df[(df["method"] == "compound") & np.isclose(df["phi"].astype(float), 1.0)]
         if not grid.empty:
-            b = fit["grid_best"] if fit else grid_argmax(grid)
+            b = fit["selected"] if fit else grid_argmax(grid)
             comp = grid[np.isclose(grid["alpha"], b["alpha"]) & np.isclose(grid["beta"], b["beta"])]
     if not comp.empty:
         series["compound"] = pd.concat([base, comp])
@@ -180,7 +182,7 @@ def grid_heatmap(df: pd.DataFrame, out_dir: Path, fit: dict | None = None, targe
 
         df = ok(df)
         fit = fit_grid(df[(df["method"] == "compound") & np.isclose(df["phi"].astype(float), 1.0)])
-    target = fit.get("target", 2.0) if target is None else target
+    target = fit.get("target", DEFAULT_TARGET) if target is None else target
     cells = _cells(fit["points"])
     alphas, betas = np.sort(cells.alpha.unique()), np.sort(cells.beta.unique())
     ea, eb = _edges(alphas), _edges(betas)

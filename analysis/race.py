@@ -31,16 +31,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
-from analysis.fit import RULES, constrained_trials, describe, json_safe, load, settings
+from analysis.cli import one_line_errors
+from analysis.common import json_safe, load, settings
+from analysis.fit import RULES, constrained_trials, fit_result
 from analysis.metrics import CHOICE, METRICS
-from analysis.stats import LEVEL, NOISE, FitError, analyze, design, mcb, point_key, with_keys, within
+from analysis.stats import LEVEL, NOISE, FitError, analyze, design, grid_point_key, mcb, with_keys, within
 
 REASONS = ("one point left", "survivors within practical difference", "seed cap reached", "budget spent")
 SETTINGS = ("max_seeds", "initial_seeds", "seeds_per_round", "budget_trials", "budget_seconds",
@@ -102,7 +103,7 @@ def _records(df: pd.DataFrame | None, points: list[str]) -> tuple[pd.DataFrame, 
         return pd.DataFrame(columns=cols), empty
     df = df.dropna(subset=["seed"])
     arch = df["arch"] if "arch" in df.columns else [None] * len(df)
-    keys = [point_key(a, b, g, r) for a, b, g, r in zip(df["alpha"], df["beta"], df["gamma"], arch)]
+    keys = [grid_point_key(a, b, g, r) for a, b, g, r in zip(df["alpha"], df["beta"], df["gamma"], arch)]
     mine = np.isin(keys, points)
     seconds = pd.to_numeric(df["train_seconds"], errors="coerce") if "train_seconds" in df else np.nan
     tried = pd.DataFrame({"point": keys, "seed": df["seed"].astype(int).to_numpy(), "train_seconds": seconds})
@@ -264,7 +265,7 @@ def _final(state: RaceState, last: _Round, target: float, tolerance: float, rule
                           f"{rounds} (Bonferroni over the {rounds} possible rounds, so the true best survives the "
                           f"race with probability >= {1 - state.level:g}); the set is the survivors after round "
                           f"{state.round}. The last round's test: {a.method}")
-    return describe(last.rows, a, target=target, tolerance=tolerance, level=state.level, rule=rule, race=True,
+    return fit_result(last.rows, a, target=target, tolerance=tolerance, level=state.level, rule=rule, race=True,
                     options={"race_round_level": state.round_level, "race_seeds": state.seeds})
 
 
@@ -351,15 +352,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rule", choices=RULES, default="highest_mean", help="how to choose within the set")
     ap.add_argument("--noise", choices=NOISE, default="per_point", help="per-point variances, or one pooled sigma")
     args = ap.parse_args(argv)
-    try:
+    with one_line_errors():
         result = replay(load(args.replay, [], flag="--replay"), max_seeds=args.max_seeds,
                         initial_seeds=args.initial_seeds, seeds_per_round=args.seeds_per_round,
                         budget_trials=args.budget, budget_seconds=args.budget_seconds,
                         practical_difference=args.practical_difference, level=args.level, target=args.target,
                         tolerance=args.tolerance, rule=args.rule, noise=args.noise)
-    except FitError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
     print(json.dumps(result, indent=2, allow_nan=False))
 
 

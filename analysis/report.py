@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from analysis import collect, plots
+from analysis.cli import one_line_errors, warn
 from analysis.fit import FitError, fit, race_file
 from analysis.race import decision as race_decision
 from scaling import plan  # no torch (it builds models in deferred imports)
+from scaling.coefficients import DIMENSIONS
 from scaling.record import RECORD_NAME, write_text_atomic  # no torch
 
 FIGURES = ("accuracy_vs_flops", "heatmap", "fig4", "table3")
@@ -41,8 +42,8 @@ def one_recipe(df, recipe: str | None = None, scope: str = "fit and figures"):
     if len(counts) > 1:
         model = df.set_index(df["recipe"].fillna("unknown"))["model"].groupby(level=0).first()
         others = ", ".join(f"{r} ({model.get(r)}, {n} trials)" for r, n in counts.items() if r != chosen)
-        print(f"{scope}: using baseline+recipe {chosen} ({model.get(chosen)}, {counts[chosen]} trials); "
-              f"ignoring {others}; pass --recipe to choose", file=sys.stderr)
+        warn(f"{scope}: using baseline+recipe {chosen} ({model.get(chosen)}, {counts[chosen]} trials); "
+             f"ignoring {others}; pass --recipe to choose")
     return df[df["recipe"].fillna("unknown") == chosen]
 
 
@@ -154,7 +155,7 @@ def report(folders: list[str], out: Path, only: tuple[str, ...] = FIGURES, name:
     """Run the pipeline; return {'results', 'fit', 'files'} (`baseline`: folders of baseline trials drawn
     beside the grid, never fitted)."""
     out = Path(out)
-    collected = collect.collect(folders, report=lambda m: print(m, file=sys.stderr))
+    collected = collect.collect(folders, report=warn)
     if collected.empty:
         raise FitError(f"no result records under {', '.join(folders)}")
     if recipe and "recipe" in collected and recipe not in set(collected["recipe"]):
@@ -173,17 +174,17 @@ def report(folders: list[str], out: Path, only: tuple[str, ...] = FIGURES, name:
         try:  # the φ = 1 grid search itself; a raced folder gets the race's own set and level
             result = race_decision(compound, race, rule=rule) if race else fit(compound, rule=rule)
         except FitError as err:
-            print(f"fit skipped: {err}", file=sys.stderr)
+            warn(f"fit skipped: {err}")
     if result:
         race = result.get("race", race)  # the decision's own rounds, so the heat map and the set agree
         write_text_atomic(out / "fit.json", json.dumps(result, indent=2) + "\n")
         files.append(out / "fit.json")
     ok = plots.ok(df)
-    if "accuracy_vs_flops" in only and ok["method"].isin(["depth", "width", "resolution", "compound"]).any():
+    if "accuracy_vs_flops" in only and ok["method"].isin([*DIMENSIONS, "compound"]).any():
         files += plots.accuracy_vs_flops(df, out, result, name=name)
     if "heatmap" in only and result and ok[ok.method == "compound"]["alpha"].nunique() > 1:
         files += plots.grid_heatmap(df, out, result, race=race)
-        base = collect.collect(baseline, report=lambda m: print(m, file=sys.stderr)) if baseline else df[:0]
+        base = collect.collect(baseline, report=warn) if baseline else df[:0]
         files += plots.grid_figure(pd.concat([df, base]), out, result)
     if "fig4" in only and (ok["kind"] == "width_at_depth_resolution").any():
         files += plots.width_at_depth_resolution(df, out)
@@ -221,12 +222,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--wandb", nargs="?", const="offline", choices=["offline", "online"],
                     help="also log a W&B summary run (default offline)")
     args = ap.parse_args(argv)
-    try:
+    with one_line_errors():
         report(args.folders, Path(args.out), tuple(args.only.split(",")), args.name, args.wandb, args.recipe,
                args.rule, args.baseline)
-    except FitError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -40,27 +40,27 @@ import argparse
 import itertools
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from analysis.cli import AnalysisError, one_line_errors
+from analysis.common import load
 from analysis.frame import check
 from analysis.metrics import CHOICE, REPORT
+from scaling.coefficients import DEFAULT_TARGET, DIMENSIONS
 
-DIMENSIONS = ("depth", "width", "resolution")
-MULTIPLIER = {"depth": "depth_mult", "width": "width_mult", "resolution": "resolution_mult"}
+MULTIPLIER = {d: f"{d}_mult" for d in DIMENSIONS}  # the record column of each dimension's multiplier
 NOMINAL_EXPONENT = {"depth": 1.0, "width": 2.0, "resolution": 2.0}  # FLOPs ∝ d·w²·r² (paper §3.3)
 NOMINAL = np.array([NOMINAL_EXPONENT[d] for d in DIMENSIONS])
 REQUIRED = ("method", "depth_mult", "width_mult", "resolution_mult", "seed")
-SAME_RUN = ["method", "depth_mult", "width_mult", "resolution_mult", "seed"]  # each run once
+RUN_KEY = ["method", "depth_mult", "width_mult", "resolution_mult", "seed"]  # the design runs each of these once
 LEVEL = 0.05  # 1 − confidence of the set for the best split
 STEP = 1 / 30  # grid spacing of the compute shares u_k (Σ u_k = 1) on which the set is evaluated
 DRAWS = 2000  # Monte Carlo draws for the set's critical value
 
 
-class StarError(ValueError):
+class StarError(AnalysisError):
     """Input the predictor cannot use; the message names the problem."""
 
 
@@ -86,7 +86,7 @@ def single_dimension_trials(df: pd.DataFrame) -> pd.DataFrame:
     score = score_column(rows)
     rows = rows[rows[score].notna()]
     rows[list(MULTIPLIER.values())] = rows[list(MULTIPLIER.values())].astype(float).round(9)
-    rows = check(rows, SAME_RUN, score, StarError).copy()  # one line on duplicate runs or mixed recipes
+    rows = check(rows, RUN_KEY, score, StarError).copy()  # one line on duplicate runs or mixed recipes
     _require_all(rows)
     factor = rows["measured_flops_factor"] if "measured_flops_factor" in rows.columns else None
     if factor is None or factor.isna().any():
@@ -196,7 +196,7 @@ def fit_gains(trials: Trials) -> dict:
     }
 
 
-def optimise(curves: dict, expo: dict, target: float = 2.0) -> tuple[dict[str, float], float]:
+def optimise(curves: dict, expo: dict, target: float = DEFAULT_TARGET) -> tuple[dict[str, float], float]:
     """Shares s_k ≥ 0 with Σ nominal_k·s_k = 1 maximising Σ gain_k(e_k·s_k·ln T); returns (shares, gain).
 
     The objective is a separable concave quadratic in the compute shares u_k = nominal_k·s_k on the
@@ -231,7 +231,7 @@ def optimise(curves: dict, expo: dict, target: float = 2.0) -> tuple[dict[str, f
     return shares, best_g
 
 
-def estimate(trials: Trials, target: float = 2.0) -> dict:
+def estimate(trials: Trials, target: float = DEFAULT_TARGET) -> dict:
     """One point estimate: exponents, fitted curves, optimal shares, coefficients and predicted gain."""
     missing = [d for i, d in enumerate(DIMENSIONS) if not (trials.dim == i).any()]
     if missing or not (trials.dim == -1).any():
@@ -260,7 +260,7 @@ class SplitSet:
     Runs on many studies at once (rows of Y) so that simulation tests run this code.
     """
 
-    def __init__(self, trials: Trials, target: float = 2.0, level: float = LEVEL, sigma: float | None = None,
+    def __init__(self, trials: Trials, target: float = DEFAULT_TARGET, level: float = LEVEL, sigma: float | None = None,
                  step: float = STEP, draws: int = DRAWS, seed: int = 0):
         self.X, names, _ = design_matrix(trials)
         self.dof = len(trials.y) - self.X.shape[1]
@@ -338,7 +338,7 @@ class SplitSet:
         return [float((g - half).max()), float((g + half).max())]
 
 
-def predict(df: pd.DataFrame, target: float = 2.0, level: float = LEVEL, sigma: float | None = None,
+def predict(df: pd.DataFrame, target: float = DEFAULT_TARGET, level: float = LEVEL, sigma: float | None = None,
             seed: int = 0) -> dict:
     """Star-sweep (α, β, γ) on α·β²·γ² = target, with the confidence set's ranges (JSON-safe dict).
 
@@ -410,30 +410,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("folders", nargs="*", help="sweep folders holding result.json records")
     ap.add_argument("--csv", help=f"a table with method, depth_mult, width_mult, resolution_mult, seed, {CHOICE} "
                                   f"or {REPORT}, measured_flops_factor or flops [, status]")
-    ap.add_argument("--target", type=float, default=2.0, help="alpha*beta^2*gamma^2")
+    ap.add_argument("--target", type=float, default=DEFAULT_TARGET, help="alpha*beta^2*gamma^2")
     ap.add_argument("--sigma", type=float, default=None, help="floor for the per-trial s.d. of top-1, points "
                                                                 "(e.g. the grid's sigma)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the critical value's simulation")
     args = ap.parse_args(argv)
-    try:
-        if args.csv:
-            if not Path(args.csv).is_file():
-                raise StarError(f"--csv {args.csv}: no such file")
-            df = pd.read_csv(args.csv)
-        elif args.folders:
-            from analysis.collect import collect
-
-            df = collect(args.folders, report=lambda m: print(m, file=sys.stderr))
-        else:
-            raise StarError("give sweep folders or --csv FILE")
+    with one_line_errors():
+        df = load(args.csv, args.folders)
         if args.target <= 1:
             raise StarError(f"--target={args.target:g} must be > 1")
         if args.sigma is not None and not args.sigma > 0:
             raise StarError(f"--sigma={args.sigma:g} must be > 0")
         result = predict(df, args.target, sigma=args.sigma, seed=args.seed)
-    except StarError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
     print(json.dumps(result, indent=2, allow_nan=False))
 
 

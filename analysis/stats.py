@@ -48,6 +48,7 @@ import pandas as pd
 from scipy import integrate, special, stats
 
 from analysis import frame
+from analysis.cli import AnalysisError
 from analysis.metrics import CHOICE, REPORT
 
 KEY = ["alpha", "beta", "gamma"]
@@ -56,11 +57,11 @@ POWER = 0.80  # for mdd and seeds_to_resolve
 SEEDS_CAP = 100  # seeds_to_resolve above this is reported as ">100"
 
 
-class FitError(ValueError):
+class FitError(AnalysisError):
     """Input that cannot be fitted; the message names the problem."""
 
 
-def point_key(alpha: float, beta: float, gamma: float, arch: str | None = None) -> str:
+def grid_point_key(alpha: float, beta: float, gamma: float, arch: str | None = None) -> str:
     """A grid point's identity: its `arch` when recorded (aliases built the same network), else 'α,β,γ'."""
     if arch is not None and not pd.isna(arch):
         return str(arch)
@@ -73,7 +74,7 @@ def with_keys(trials: pd.DataFrame, value: str = CHOICE) -> pd.DataFrame:
     FitError (one line) when the records mix recipes or hold two distinct runs of one point and seed.
     """
     arch = trials["arch"] if "arch" in trials.columns else pd.Series(None, index=trials.index, dtype=object)
-    keys = [point_key(a, b, g, r) for a, b, g, r in zip(trials.alpha, trials.beta, trials.gamma, arch)]
+    keys = [grid_point_key(a, b, g, r) for a, b, g, r in zip(trials.alpha, trials.beta, trials.gamma, arch)]
     t = trials.assign(point=keys, **{k: trials[k].astype(float).round(6) for k in KEY})
     distinct = t.drop_duplicates(["point", *KEY])
     aliases = {p: sorted(map(tuple, g[KEY].to_numpy().tolist())) for p, g in distinct.groupby("point")}

@@ -28,18 +28,20 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from analysis.cli import AnalysisError, one_line_errors, warn
+from analysis.common import load
 from analysis.frame import check
 from analysis.metrics import CHOICE, METHODS, METRICS, REPORT
+from scaling.coefficients import DIMENSIONS
+from scaling.matching import DEFAULT_TOLERANCE as EQUAL_COST  # no torch; FLOPs within ±5% count as equal cost
 from scaling.record import write_text_atomic  # no torch
 
-SINGLE = ("depth", "width", "resolution")
 COMPOUND = ("selected", "paper", "star", "uniform")
 STRATEGIES = {  # table and legend order: label, colour
     "baseline": ("Baseline (φ = 0)", "black"),
@@ -47,15 +49,14 @@ STRATEGIES = {  # table and legend order: label, colour
     "paper": ("Compound, paper α, β, γ (1.2, 1.1, 1.15)", "tab:purple"),
     "star": ("Compound, star-sweep prediction", "tab:brown"),
     "uniform": ("Uniform, α = β² = γ² = 2^(1/3)", "tab:gray"),
-    **{d: (f"{METHODS[d][0]}, cost-matched", METHODS[d][1]) for d in SINGLE},
+    **{d: (f"{METHODS[d][0]}, cost-matched", METHODS[d][1]) for d in DIMENSIONS},
 }
 REQUIRED = ("strategy", "phi", "seed", REPORT, "flops")
 LEVEL = 0.05  # every interval is 1 − LEVEL, two-sided
-TOLERANCE = 0.05  # FLOPs within ±5% of the compound row count as equal cost (scaling.matching)
 FLOPS, TOP1 = METRICS["flops"], METRICS[REPORT]
 
 
-class TransferError(ValueError):
+class TransferError(AnalysisError):
     """Input the transfer report cannot use; the message names the problem."""
 
 
@@ -72,7 +73,7 @@ def trials(df: pd.DataFrame, native_size: int | None = None) -> pd.DataFrame:
             df["strategy"] = None
         df.loc[(df["method"] == "baseline") & df["strategy"].isna(), "strategy"] = "baseline"
     if "scaling_config" in df.columns and "strategy" in df.columns:
-        single = df["strategy"].isin(["depth", "width", "resolution"]) & df["scaling_config"].notna()
+        single = df["strategy"].isin(DIMENSIONS) & df["scaling_config"].notna()
         df.loc[single, "phi"] = [json.loads(c).get("phi", p) if isinstance(c, str) else p
                                  for c, p in zip(df.loc[single, "scaling_config"], df.loc[single, "phi"])]
     if "strategy" not in df.columns or df["strategy"].isna().all():
@@ -189,7 +190,7 @@ def table(t: pd.DataFrame) -> pd.DataFrame:
     ref = _reference(present)
     base_flops = t.loc[t["strategy"] == "baseline", "flops"].mean()
     at = {s: top[top["strategy"] == s] for s in present}
-    singles = [s for s in SINGLE if s in at]
+    singles = [s for s in DIMENSIONS if s in at]
     by = CHOICE if singles and all(at[s][CHOICE].notna().all() for s in singles) else REPORT
     best = max(singles, key=lambda s: at[s][by].mean()) if singles else None
     out = []
@@ -208,7 +209,7 @@ def table(t: pd.DataFrame) -> pd.DataFrame:
             "top1_se": r[REPORT].std(ddof=1) / math.sqrt(n) if n > 1 else np.nan,
             "seeds": n, "best_single": best, "best_single_by": by,
         }
-        row["off_cost"] = bool(ref and s != "baseline" and abs(row["mismatch_pct"]) > 100 * TOLERANCE + 1e-9)
+        row["off_cost"] = bool(ref and s != "baseline" and abs(row["mismatch_pct"]) > 100 * EQUAL_COST + 1e-9)
         others = [x for x in singles if x != s]
         row.update(_against_best(r, at, others, by) if others and s not in ("baseline", best) else
                    dict.fromkeys(("vs_best", "vs_best_lo", "vs_best_hi", "vs_best_n", "vs_best_mde", "vs_best_of")))
@@ -222,7 +223,7 @@ def table(t: pd.DataFrame) -> pd.DataFrame:
 def multiplicity(tab: pd.DataFrame) -> str:
     """How the table's intervals are corrected for multiplicity, with their count."""
     shown = int(tab["vs_best_lo"].notna().sum() + tab["vs_selected_lo"].notna().sum())
-    k = sum(s in set(tab["strategy"]) for s in SINGLE)
+    k = sum(s in set(tab["strategy"]) for s in DIMENSIONS)
     by = ("validation top-1" if tab["best_single_by"].iloc[0] == CHOICE else
           "test top-1, as the records have no validation score")
     return (f"Multiplicity: each of the {shown} intervals is a {100 * (1 - LEVEL):g}% interval for its own "
@@ -269,7 +270,7 @@ def markdown(tab: pd.DataFrame, verdict: str, star_vs_grid: str) -> str:
     by = "validation" if tab["best_single_by"].iloc[0] == CHOICE else "test"
     lines = [f"Transfer at φ = {phi:g}: every strategy against the best single dimension "
              f"({tab['best_single'].iloc[0]}, highest {by} top-1), paired by seed, on test top-1. * = input upscaled "
-             f"beyond the data's native size; **bold** FLOPs mismatch = more than {100 * TOLERANCE:g}% off the "
+             f"beyond the data's native size; **bold** FLOPs mismatch = more than {100 * EQUAL_COST:g}% off the "
              "compound row.", "",
              f"| strategy | φ | d | w | r | px | {FLOPS.label} ({FLOPS.unit}) | × baseline | FLOPs vs selected | "
              f"Validation top-1 (%, mean) | {TOP1.label} (%, mean ± s.e.) | seeds | Δ vs best single (pt, 95% CI) | "
@@ -426,23 +427,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True, help="folder for the table, figure and verdict")
     ap.add_argument("--native-size", type=int, default=None, help="data's native px, when records lack `upscaled`")
     args = ap.parse_args(argv)
-    try:
-        if len(args.inputs) == 1 and args.inputs[0].endswith(".csv"):
-            if not Path(args.inputs[0]).is_file():
-                raise TransferError(f"{args.inputs[0]}: no such file")
-            df = pd.read_csv(args.inputs[0])
-        else:
-            from analysis.collect import collect
-
-            df = collect(args.inputs, report=lambda m: print(m, file=sys.stderr))
+    with one_line_errors():
+        one_csv = len(args.inputs) == 1 and args.inputs[0].endswith(".csv")
+        df = load(args.inputs[0], [], flag="") if one_csv else load(None, args.inputs)
         if df.empty:
             raise TransferError(f"no result records under {' '.join(args.inputs)}")
         result = transfer_report(df, args.out, args.native_size)
-    except TransferError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
     if result["without_strategy"]:
-        print(f"ignored {result['without_strategy']} records without a strategy (older studies)", file=sys.stderr)
+        warn(f"ignored {result['without_strategy']} records without a strategy (older studies)")
     print(result["verdict"])
     print(result["star_vs_grid"])
     for f in result["files"]:

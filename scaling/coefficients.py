@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 DEFAULT_TARGET = 2.0  # α·β²·γ² target (paper §3.3)
 DEFAULT_TOLERANCE = 0.1  # |α·β²·γ² − target|; NNI's recipe (examples/trials/efficientnet)
+DIMENSIONS = ("depth", "width", "resolution")  # what compound scaling scales (paper §3.3), in Multipliers' order
 
 
 class ScalingError(ValueError):

@@ -19,10 +19,9 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from scaling.coefficients import ScalingError, compound, round_resolution
+from scaling.coefficients import DIMENSIONS, ScalingError, compound, round_resolution
 
 FlopsOf = Callable[[float, float, float], int]  # (d, w, r) multipliers -> multiply-adds per image
-DIMENSIONS = ("depth", "width", "resolution")
 DEFAULT_TOLERANCE = 0.05  # |flops / target − 1| counted as "equal cost" (paper Table 3: 1.1B–1.3B)
 MAX_MULTIPLIER = 64.0  # search ceiling for one dimension
 

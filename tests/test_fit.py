@@ -129,13 +129,6 @@ def test_cli_csv_prints_json(tmp_path):
         "without it predate it")
 
 
-def test_analysis_never_imports_torch():
-    code = ("import sys, analysis.collect, analysis.fit, analysis.plots, analysis.report, analysis.race, "
-            "analysis.stats; print('torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
-
-
 # ---- choosing on validation, and the hygiene of the table (issue 14) ---- #
 
 def test_the_choice_is_validation_and_the_test_score_is_only_reported():

@@ -15,10 +15,10 @@ from conftest import ROOT
 
 from analysis import plots
 from analysis.race import decide, replay, simulate
-from analysis.stats import FitError, point_key
+from analysis.stats import FitError, grid_point_key
 
 GRID = [(a, b) for a in (1.0, 1.2, 1.4) for b in (1.0, 1.1, 1.2) if a * b * b <= 2]  # the demo's 8 points
-KEYS = [point_key(a, b, np.sqrt(2 / (a * b * b))) for a, b in GRID]
+KEYS = [grid_point_key(a, b, np.sqrt(2 / (a * b * b))) for a, b in GRID]
 AHEAD = np.array([80, 77, 76.5, 76, 75, 74, 73, 72.0])  # the first point 3 σ ahead of the next
 
 
@@ -39,7 +39,7 @@ def run_race(records: pd.DataFrame, **kw) -> tuple[pd.DataFrame, list]:
     while not (state := decide(seen, KEYS, max_seeds=8, **kw)).done:
         states.append(state)
         want = {(k, s) for k, seeds in state.next_seeds.items() for s in seeds}
-        new = records[[(point_key(a, b, g), s) in want for a, b, g, s in
+        new = records[[(grid_point_key(a, b, g), s) in want for a, b, g, s in
                        zip(records.alpha, records.beta, records.gamma, records.seed)]]
         seen = pd.concat([seen, new])
     return seen, states + [state]
@@ -75,7 +75,7 @@ def test_decide_is_deterministic_and_resumable():
     round2 = states[1]
     done_half = records[records.seed < 2]
     half = [k for k in round2.next_seeds][: len(round2.next_seeds) // 2]
-    extra = records[(records.seed == 2) & np.array([point_key(a, b, g) in half
+    extra = records[(records.seed == 2) & np.array([grid_point_key(a, b, g) in half
                                                     for a, b, g in zip(records.alpha, records.beta, records.gamma)])]
     resumed = decide(pd.concat([done_half, extra]), KEYS, max_seeds=8)
     assert resumed.round == 2 and resumed.next_seeds == {k: s for k, s in round2.next_seeds.items() if k not in half}
@@ -176,7 +176,7 @@ def test_race_records_it_cannot_use_are_one_clear_line(mutate, message):
 def _raced_folder(folder, records: pd.DataFrame, **settings) -> dict:
     """Run a race as the sweeper does: result.json per trial it asks for, race.json after each round."""
     folder.mkdir(parents=True, exist_ok=True)
-    rows = records.assign(arch=[point_key(a, b, g) for a, b, g in zip(records.alpha, records.beta, records.gamma)])
+    rows = records.assign(arch=[grid_point_key(a, b, g) for a, b, g in zip(records.alpha, records.beta, records.gamma)])
     ran = rows.iloc[:0]
     while True:
         state = decide(ran, KEYS, max_seeds=8, **settings)

@@ -56,7 +56,7 @@ from analysis.stats import (
     summaries,
     with_keys,
 )
-from scaling.coefficients import DEFAULT_TARGET, DEFAULT_TOLERANCE, on_constraint
+from scaling.coefficients import DEFAULT_TARGET, PRODUCT_TOLERANCE, on_constraint
 
 REQUIRED = ("alpha", "beta", "gamma", "phi", "seed", "flops", CHOICE)
 RULES = ("highest_mean", "cheapest")
@@ -73,11 +73,11 @@ def settings(df: pd.DataFrame, target: float | None, tolerance: float | None) ->
             return float(value)
         seen = pd.to_numeric(df[column], errors="coerce").dropna().unique() if column in df else []
         return float(seen[0]) if len(seen) == 1 else default
-    return pick(target, "target", DEFAULT_TARGET), pick(tolerance, "tolerance", DEFAULT_TOLERANCE)
+    return pick(target, "target", DEFAULT_TARGET), pick(tolerance, "tolerance", PRODUCT_TOLERANCE)
 
 
 def constrained_trials(df: pd.DataFrame, target: float = DEFAULT_TARGET,
-                       tolerance: float = DEFAULT_TOLERANCE) -> pd.DataFrame:
+                       tolerance: float = PRODUCT_TOLERANCE) -> pd.DataFrame:
     """ok trials at φ = 1 on the constraint (scaling.coefficients.on_constraint), keyed by point."""
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:

@@ -73,13 +73,13 @@ test-fast: install  ## tests without training runs or SLURM
 	$(PY) -m pytest -q -m "not slow and not slurm"
 
 lint: install  ## ruff
-	$(VENV)/bin/ruff check scaling analysis hydra_plugins tests sweep.py
+	$(VENV)/bin/ruff check scaling analysis hydra_plugins tools tests sweep.py
 
 bench: install  ## trial training step vs a plain eager NCHW timm loop, overhead and peak memory
-	$(PY) -m scaling.bench
+	$(PY) -m tools.bench
 
 gpu-check: install  ## on a GPU machine: bench, SIGKILL + resume, nccl trial, cost probe, one table (no GPU: tiny, on CPU)
-	$(PY) -m scaling.gpu_check --out $(OUT)/gpu_check
+	$(PY) -m tools.gpu_check --out $(OUT)/gpu_check
 
 SEEDS_FROM ?= 0# make demo SEEDS_FROM=3: the same study on seeds 3.. (its own folders), to replicate the answer
 DEMO := compound_grid$(if $(filter-out 0,$(SEEDS_FROM)),_seeds$(SEEDS_FROM))
@@ -103,7 +103,7 @@ TARGET_PHIS := $(subst $(comma), ,$(TRANSFER_PHIS))
 # target φ the table's rows and the star sweep's upper levels
 SINGLES := baseline_phi0 $(foreach p,1 $(TARGET_PHIS),depth_phi$(p) width_phi$(p) resolution_phi$(p))
 COMPOUNDS := $(foreach p,$(if $(PHI1),1) $(TARGET_PHIS),selected_phi$(p) paper_phi$(p) uniform_phi$(p) star_phi$(p))
-STRATEGY_FILES = $(PY) -m scaling.transfer --fit $(REPORTS)/demo/fit.json --phi 1,$(TRANSFER_PHIS) \
+STRATEGY_FILES = $(PY) -m tools.transfer --fit $(REPORTS)/demo/fit.json --phi 1,$(TRANSFER_PHIS) \
   --only-seeds 1:$(STAR_SEEDS) --out $(TRANSFER)/conf
 transfer: install  ## after demo: do the chosen coefficients beat single dimensions at equal measured cost? -> reports/transfer
 	@test -f $(REPORTS)/demo/fit.json || { echo "error: $(REPORTS)/demo/fit.json not found; run 'make demo' first" >&2; exit 2; }
@@ -138,7 +138,7 @@ fig8: install  ## paper Fig. 8: the four scaling methods from one baseline, incl
 	  --only accuracy_vs_flops --name fig8_scaling_methods
 
 table2: install  ## paper Table 2 analogue: B0-B7 params and FLOPs as built vs paper (no training) -> reports/table2
-	$(PY) -m scaling.table2 --out $(REPORTS)/table2
+	$(PY) -m tools.table2 --out $(REPORTS)/table2
 
 table3: install  ## paper Table 3 analogue: MobileNetV2 / ResNet scaled by d=4, w=2, r=2 and compound -> reports/table3
 	-$(RUN) +sweep=table3 model=$(TABLE3_MODELS)

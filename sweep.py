@@ -51,7 +51,7 @@ def run_claimed(cfg: DictConfig, trial_dir: Path, planned, started: float) -> di
                         return trial.run(cfg, trial_dir, planned, started, world)
                 info = claim.holder(trial_dir)
                 if not waiting and info is not None:
-                    print(f"skip {trial_dir.name}: claimed by {claim.describe(info)}; waiting for its record",
+                    print(f"skip {trial_dir.name}: claimed by {claim.holder_text(info)}; waiting for its record",
                           flush=True)
                     waiting = True
                 world.agree("wait")  # every 2 s: the others' collective stays within its timeout
@@ -145,6 +145,7 @@ def check_launcher_keys(args: list[str]) -> None:
     import dataclasses
 
     from hydra_plugins.compound_scaling import launchers
+    from scaling import allocator
 
     conf = launchers.CONFS.get(chosen[-1])
     if conf is None:
@@ -158,7 +159,7 @@ def check_launcher_keys(args: list[str]) -> None:
             sys.exit(2)
         if key == "hydra.launcher.allocator":
             try:
-                launchers.allocator_library(a.split("=", 1)[1])
+                allocator.library(a.split("=", 1)[1])
             except ValueError as err:
                 print(f"error: {err}", file=sys.stderr)
                 sys.exit(2)
@@ -185,7 +186,7 @@ def plan_one(overrides: list[str]) -> None:
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         sys.exit(2)
     planned = plan.Planner().plan(cfg, overrides)
-    print(plan.describe([planned]), flush=True)
+    print(plan.table([planned]), flush=True)
     if planned.status == "dropped":
         print(f"error: {planned.reason}", file=sys.stderr, flush=True)
         sys.exit(2)

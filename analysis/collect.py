@@ -28,10 +28,6 @@ LIST_FIELDS = ("stage_depths", "stage_widths", "history")
 CONFIG_FIELDS = ("model_config", "data_config", "train_config", "scaling_config")
 
 
-POINT_FIELDS = ("alpha", "beta", "gamma", "phi", "method", "depth_mult", "width_mult", "resolution_mult",
-                "nominal_flops_factor")
-
-
 def find_records(paths: Iterable[str | Path]) -> list[Path]:
     """Every result.json under the given folders (or the files themselves), each once."""
     found: dict[Path, None] = {}
@@ -85,8 +81,7 @@ def _planned_rows(plan_file: Path, report) -> tuple[list[dict], set[Path]]:
         except (OSError, ValueError) as err:
             report(f"skipped {f}: {err}")
             continue
-        point = entry.get("point") or {}
-        rec.update({k: point[k] for k in POINT_FIELDS if point.get(k) is not None})
+        rec.update({k: v for k, v in plan.Planned.from_line(entry).record_fields().items() if v is not None})
         shared = entry["status"] == "shared" or not owned
         strategy = point_strategy(entry)
         if strategy is not UNKNOWN:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.cli import AnalysisError, warn
-from scaling.coefficients import DEFAULT_TARGET, DEFAULT_TOLERANCE
+from scaling.coefficients import DEFAULT_TARGET, PRODUCT_TOLERANCE
 
 
 def load(csv: str | None, folders: list[str], flag: str = "--csv") -> pd.DataFrame:
@@ -39,7 +39,7 @@ def settings(df: pd.DataFrame, target: float | None, tolerance: float | None) ->
             return float(value)
         seen = pd.to_numeric(df[column], errors="coerce").dropna().unique() if column in df else []
         return float(seen[0]) if len(seen) == 1 else default
-    return pick(target, "target", DEFAULT_TARGET), pick(tolerance, "tolerance", DEFAULT_TOLERANCE)
+    return pick(target, "target", DEFAULT_TARGET), pick(tolerance, "tolerance", PRODUCT_TOLERANCE)
 
 
 def json_safe(x):

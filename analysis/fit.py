@@ -57,7 +57,7 @@ from analysis.stats import (
     summaries,
     with_keys,
 )
-from scaling.coefficients import DEFAULT_TARGET, DEFAULT_TOLERANCE, on_constraint
+from scaling.coefficients import DEFAULT_TARGET, PRODUCT_TOLERANCE, on_constraint
 
 REQUIRED = ("alpha", "beta", "gamma", "phi", "seed", "flops", CHOICE)
 RULES = ("highest_mean", "cheapest")
@@ -68,7 +68,7 @@ SPLITS = {"choice": CHOICE, "choice_label": METRICS[CHOICE].label, "report": REP
           "report_label": METRICS[REPORT].label}
 
 def constrained_trials(df: pd.DataFrame, target: float = DEFAULT_TARGET,
-                       tolerance: float = DEFAULT_TOLERANCE) -> pd.DataFrame:
+                       tolerance: float = PRODUCT_TOLERANCE) -> pd.DataFrame:
     """ok trials at φ = 1 on the constraint (scaling.coefficients.on_constraint), keyed by point."""
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:

@@ -38,8 +38,7 @@ from analysis.cli import AnalysisError, one_line_errors, warn
 from analysis.common import load
 from analysis.frame import check
 from analysis.metrics import CHOICE, METHODS, METRICS, REPORT
-from scaling.coefficients import DIMENSIONS
-from scaling.matching import DEFAULT_TOLERANCE as EQUAL_COST  # no torch; FLOPs within ±5% count as equal cost
+from scaling.coefficients import COST_TOLERANCE, DIMENSIONS  # no torch; COST_TOLERANCE: equal cost
 from scaling.record import write_text_atomic  # no torch
 
 COMPOUND = ("selected", "paper", "star", "uniform")
@@ -209,7 +208,7 @@ def table(t: pd.DataFrame) -> pd.DataFrame:
             "top1_se": r[REPORT].std(ddof=1) / math.sqrt(n) if n > 1 else np.nan,
             "seeds": n, "best_single": best, "best_single_by": by,
         }
-        row["off_cost"] = bool(ref and s != "baseline" and abs(row["mismatch_pct"]) > 100 * EQUAL_COST + 1e-9)
+        row["off_cost"] = bool(ref and s != "baseline" and abs(row["mismatch_pct"]) > 100 * COST_TOLERANCE + 1e-9)
         others = [x for x in singles if x != s]
         row.update(_against_best(r, at, others, by) if others and s not in ("baseline", best) else
                    dict.fromkeys(("vs_best", "vs_best_lo", "vs_best_hi", "vs_best_n", "vs_best_mde", "vs_best_of")))
@@ -270,7 +269,7 @@ def markdown(tab: pd.DataFrame, verdict: str, star_vs_grid: str) -> str:
     by = "validation" if tab["best_single_by"].iloc[0] == CHOICE else "test"
     lines = [f"Transfer at φ = {phi:g}: every strategy against the best single dimension "
              f"({tab['best_single'].iloc[0]}, highest {by} top-1), paired by seed, on test top-1. * = input upscaled "
-             f"beyond the data's native size; **bold** FLOPs mismatch = more than {100 * EQUAL_COST:g}% off the "
+             f"beyond the data's native size; **bold** FLOPs mismatch = more than {100 * COST_TOLERANCE:g}% off the "
              "compound row.", "",
              f"| strategy | φ | d | w | r | px | {FLOPS.label} ({FLOPS.unit}) | × baseline | FLOPs vs selected | "
              f"Validation top-1 (%, mean) | {TOP1.label} (%, mean ± s.e.) | seeds | Δ vs best single (pt, 95% CI) | "

@@ -247,7 +247,7 @@ def holder(trial_dir: Path) -> dict | None:
     return None if seen is None or _stale(seen, STALE_S) else seen.info
 
 
-def describe(info: dict) -> str:
+def holder_text(info: dict) -> str:
     """One line naming a claim's holder."""
     if not info.get("host"):
         return "an unreadable claim file"

@@ -10,7 +10,8 @@ import math
 from dataclasses import dataclass
 
 DEFAULT_TARGET = 2.0  # α·β²·γ² target (paper §3.3)
-DEFAULT_TOLERANCE = 0.1  # |α·β²·γ² − target|; NNI's recipe (examples/trials/efficientnet)
+PRODUCT_TOLERANCE = 0.1  # |α·β²·γ² − target| on the constraint; NNI's recipe (examples/trials/efficientnet)
+COST_TOLERANCE = 0.05  # |counted FLOPs / target FLOPs − 1| counted as equal cost (paper Table 3: 1.1B–1.3B)
 DIMENSIONS = ("depth", "width", "resolution")  # what compound scaling scales (paper §3.3), in Multipliers' order
 
 
@@ -37,7 +38,7 @@ def flops_factor(alpha: float, beta: float, gamma: float) -> float:
     return alpha * beta**2 * gamma**2
 
 
-def on_constraint(alpha, beta, gamma, target: float = DEFAULT_TARGET, tolerance: float = DEFAULT_TOLERANCE):
+def on_constraint(alpha, beta, gamma, target: float = DEFAULT_TARGET, tolerance: float = PRODUCT_TOLERANCE):
     """True where |α·β²·γ² − target| ≤ tolerance (+1e-9 slack); works elementwise on numpy arrays."""
     return abs(flops_factor(alpha, beta, gamma) - target) <= tolerance + 1e-9
 
@@ -63,7 +64,7 @@ def check_coefficients(
     beta: float,
     gamma: float,
     target: float = DEFAULT_TARGET,
-    tolerance: float = DEFAULT_TOLERANCE,
+    tolerance: float = PRODUCT_TOLERANCE,
     allow_scale_down: bool = False,
 ) -> None:
     """Raise ScalingError unless α, β, γ ≥ 1 and |α·β²·γ² − target| ≤ tolerance."""
@@ -130,7 +131,7 @@ def grid(
     betas: list[float],
     gammas: list[float] | None = None,
     target: float = DEFAULT_TARGET,
-    tolerance: float = DEFAULT_TOLERANCE,
+    tolerance: float = PRODUCT_TOLERANCE,
 ) -> list[tuple[float, float, float]]:
     """φ = 1 grid points (α, β, γ) on the constraint.
 
@@ -172,7 +173,7 @@ def resolve(
     gamma: float | None = None,
     phi: float = 1.0,
     target: float = DEFAULT_TARGET,
-    tolerance: float = DEFAULT_TOLERANCE,
+    tolerance: float = PRODUCT_TOLERANCE,
     allow_scale_down: bool = False,
     depth: float | None = None,
     width: float | None = None,

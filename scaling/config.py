@@ -21,7 +21,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
-from scaling.coefficients import ScalingError
+from scaling.coefficients import COST_TOLERANCE, DEFAULT_TARGET, PRODUCT_TOLERANCE, ScalingError
 
 MODELS = ("efficientnet_b0", "mobilenetv2", "resnet18", "resnet50")
 DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
@@ -119,8 +119,8 @@ class ScalingConfig:
     beta: float = 1.1  # width coefficient β (paper: 1.1)
     gamma: float | None = None  # resolution coefficient γ; null: solved from the constraint
     phi: float = 1.0  # compound coefficient φ
-    target: float = 2.0  # α·β²·γ² target
-    tolerance: float = 0.1  # allowed |α·β²·γ² − target|
+    target: float = DEFAULT_TARGET  # α·β²·γ² target
+    tolerance: float = PRODUCT_TOLERANCE  # allowed |α·β²·γ² − target|
     allow_scale_down: bool = False  # permit coefficients below 1
     depth: float | None = None  # explicit d (single-dimension scaling); disables compound
     width: float | None = None  # explicit w
@@ -128,7 +128,8 @@ class ScalingConfig:
     grid_filter: bool = False  # sweeps: launch only grid points on the constraint (and, matched, at equal cost)
     match: str = "nominal"  # compound points with γ solved: nominal (γ from the constraint) | measured (the
     # input size whose counted FLOPs are nearest target^φ × the baseline's; γ recorded as matched)
-    cost_tolerance: float = 0.05  # |measured FLOPs factor / target^φ − 1| above this is flagged (grid_filter drops)
+    cost_tolerance: float = COST_TOLERANCE  # |measured FLOPs factor / target^φ − 1| above this is flagged
+    # (grid_filter drops)
     from_fit: str | None = None  # read alpha, beta, gamma from a fit file (analysis.fit / report fit.json)
     min_flops_ratio: float | None = None  # record as `filtered`, untrained, when the measured
     max_flops_ratio: float | None = None  # FLOPs ratio to the baseline falls outside this band

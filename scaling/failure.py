@@ -22,9 +22,8 @@ def record_death(trial_dir: Path, error: str, slurm_job_id: str | None = None) -
     entry = next((p for p in plan.read(trial_dir.parent / plan.PLAN_NAME) if p.get("dirname") == trial_dir.name),
                  None)
     if entry:
-        point, net = entry["point"], entry.get("network") or {}
-        fields = {k: point.get(k) for k in ("alpha", "beta", "gamma", "phi", "seed", "method", "depth_mult",
-                                              "width_mult", "resolution_mult", "nominal_flops_factor")}
+        net = entry.get("network") or {}
+        fields = {**plan.Planned.from_line(entry).record_fields(), "seed": entry["point"].get("seed")}
         fields.update(**entry.get("ids", {}), resolution=net.get("resolution"), flops=entry.get("flops"),
                       stage_depths=net.get("stage_depths"), stage_widths=net.get("stage_widths"),
                       measured_flops_factor=entry.get("measured_flops_factor"))

@@ -19,10 +19,9 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from scaling.coefficients import DIMENSIONS, ScalingError, compound, round_resolution
+from scaling.coefficients import COST_TOLERANCE, DIMENSIONS, ScalingError, compound, round_resolution
 
 FlopsOf = Callable[[float, float, float], int]  # (d, w, r) multipliers -> multiply-adds per image
-DEFAULT_TOLERANCE = 0.05  # |flops / target − 1| counted as "equal cost" (paper Table 3: 1.1B–1.3B)
 MAX_MULTIPLIER = 64.0  # search ceiling for one dimension
 
 
@@ -96,7 +95,7 @@ def match(
     flops_of: FlopsOf,
     target_flops: int,
     dimension: str,
-    tolerance: float = DEFAULT_TOLERANCE,
+    tolerance: float = COST_TOLERANCE,
     base_resolution: int | None = None,
     resolution_multiple: int = 1,
     lo: float = 1.0,
@@ -176,7 +175,7 @@ def match_all(
     flops_of: FlopsOf,
     target_flops: int,
     dimensions: tuple[str, ...] = DIMENSIONS,
-    tolerance: float = DEFAULT_TOLERANCE,
+    tolerance: float = COST_TOLERANCE,
     base_resolution: int | None = None,
     resolution_multiple: int = 1,
 ) -> dict[str, Match]:
@@ -191,7 +190,7 @@ def match_compound(
     beta: float,
     gamma: float,
     phi: float,
-    tolerance: float = DEFAULT_TOLERANCE,
+    tolerance: float = COST_TOLERANCE,
     base_resolution: int | None = None,
     resolution_multiple: int = 1,
 ) -> tuple[int, dict[str, Match]]:
@@ -202,35 +201,34 @@ def match_compound(
 
 
 class ModelFlopsCounter:
-    """flops_of(d, w, r) for one baseline family: builds the timm model as a trial does and counts it.
+    """flops_of(d, w, r) for one baseline (a config's model and data groups): builds each candidate with
+    the trial's own builder (scaling.plan.build_scaled) and counts it.
 
     Results are cached per multiplier triple and per built network (stage depths, stage widths,
     parameters, px), so multipliers that round to the same model are counted once.
     """
 
-    def __init__(self, model_name: str, base_depth: float, base_width: float, base_resolution: int,
-                 resolution_multiple: int = 1, in_chans: int = 1, num_classes: int = 10,
-                 small_input: bool = True):
-        self.model_name, self.base_depth, self.base_width = model_name, base_depth, base_width
-        self.base_resolution, self.resolution_multiple = int(base_resolution), int(resolution_multiple)
-        self.in_chans, self.num_classes, self.small_input = in_chans, num_classes, small_input
+    def __init__(self, cfg, in_chans: int, num_classes: int):
+        self.cfg, self.in_chans, self.num_classes = cfg, in_chans, num_classes
+        self.base_resolution, self.resolution_multiple = int(cfg.data.resolution), int(cfg.data.resolution_multiple)
         self._by_point: dict[tuple[float, float, float], int] = {}
         self._by_network: dict[tuple, int] = {}
         self.built = 0  # models built
         self.counted = 0  # models counted (distinct networks)
 
     def px(self, resolution: float) -> int:
-        """Input size (px) a trial builds for resolution multiplier r (scaling.coefficients.round_resolution)."""
-        return round_resolution(self.base_resolution, resolution, self.resolution_multiple)
+        """Input size (px) a trial builds for resolution multiplier r (scaling.plan.input_size)."""
+        from scaling.plan import input_size
+
+        return input_size(self.cfg, resolution)
 
     def network(self, depth: float, width: float, resolution: float):
-        """(BuiltModel, px) exactly as scaling.trial builds it: base multipliers times d and w."""
-        from scaling.models import build_model  # torch: only when a model is built
+        """(BuiltModel, px) exactly as a trial builds it (scaling.plan.build_scaled)."""
+        from scaling.coefficients import Multipliers
+        from scaling.plan import build_scaled  # torch: only when a model is built
 
-        built = build_model(self.model_name, self.base_depth * depth, self.base_width * width,
-                            num_classes=self.num_classes, in_chans=self.in_chans, small_input=self.small_input)
         self.built += 1
-        return built, self.px(resolution)
+        return build_scaled(self.cfg, Multipliers(depth, width, resolution), self.in_chans, self.num_classes)
 
     def __call__(self, depth: float, width: float, resolution: float) -> int:
         """Multiply-adds per image of the model built at multipliers (d, w, r)."""
@@ -255,54 +253,23 @@ class ModelFlopsCounter:
         return self._by_point[point]
 
 
+def config_flops_counter(cfg) -> ModelFlopsCounter:
+    """A cached flops_of(d, w, r) for the model and data groups of a composed config."""
+    from scaling import data
+
+    return ModelFlopsCounter(cfg, *data.shape_of(cfg.data))
+
+
 def model_flops_counter(model_name: str, base_depth: float, base_width: float, base_resolution: int,
                         resolution_multiple: int = 1, in_chans: int = 1, num_classes: int = 10,
                         small_input: bool = True) -> ModelFlopsCounter:
-    """A cached flops_of(d, w, r) for baseline `model_name` built with the trial's own rules."""
-    return ModelFlopsCounter(model_name, base_depth, base_width, base_resolution, resolution_multiple,
-                             in_chans, num_classes, small_input)
+    """A cached flops_of(d, w, r) for baseline `model_name` given by its parts (the schema's defaults elsewhere)."""
+    from omegaconf import OmegaConf
 
+    from scaling.config import Config
 
-def main(argv: list[str] | None = None) -> None:
-    """Command line: the cost-matched single-dimension models of one compound point, as JSON."""
-    import argparse
-    import json
-    import sys
-
-    ap = argparse.ArgumentParser(description="Single-dimension models whose counted FLOPs match a compound model.")
-    ap.add_argument("--model", default="efficientnet_b0")
-    ap.add_argument("--base-depth", type=float, default=0.5)
-    ap.add_argument("--base-width", type=float, default=0.5)
-    ap.add_argument("--base-resolution", type=int, default=20, help="r0 in px")
-    ap.add_argument("--resolution-multiple", type=int, default=1)
-    ap.add_argument("--in-chans", type=int, default=1)
-    ap.add_argument("--num-classes", type=int, default=10)
-    ap.add_argument("--no-small-input", action="store_true", help="keep the stride-2 stem")
-    ap.add_argument("--alpha", type=float, default=1.2)
-    ap.add_argument("--beta", type=float, default=1.1)
-    ap.add_argument("--gamma", type=float, default=1.15)
-    ap.add_argument("--phi", type=float, default=2.0)
-    ap.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE)
-    ap.add_argument("--native-size", type=int, default=None, help="data's native size in px, to flag upscaling")
-    args = ap.parse_args(argv)
-    try:
-        counter = model_flops_counter(args.model, args.base_depth, args.base_width, args.base_resolution,
-                                      args.resolution_multiple, args.in_chans, args.num_classes,
-                                      not args.no_small_input)
-        target, found = match_compound(counter, args.alpha, args.beta, args.gamma, args.phi, args.tolerance,
-                                       args.base_resolution, args.resolution_multiple)
-    except ScalingError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    m = compound(args.alpha, args.beta, args.gamma, args.phi)
-    out = {"target": {"depth": m.depth, "width": m.width, "resolution": m.resolution,
-                      "px": counter.px(m.resolution), "flops": target},
-           "matches": {k: v.as_dict() for k, v in found.items()}}
-    if args.native_size:
-        for entry in (out["target"], *out["matches"].values()):
-            entry["upscaled"] = upscaled(entry["px"] or counter.px(entry["resolution"]), args.native_size)
-    print(json.dumps(out, indent=2))
-
-
-if __name__ == "__main__":
-    main()
+    cfg = OmegaConf.structured(Config)
+    cfg.model.name, cfg.model.base_depth, cfg.model.base_width = model_name, base_depth, base_width
+    cfg.model.small_input = small_input
+    cfg.data.resolution, cfg.data.resolution_multiple = base_resolution, resolution_multiple
+    return ModelFlopsCounter(cfg, in_chans, num_classes)

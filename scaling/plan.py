@@ -15,7 +15,7 @@ import fcntl
 import json
 import math
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,8 @@ from scaling import coefficients, config, identity, record
 from scaling.coefficients import ScalingError
 
 PLAN_NAME = "plan.jsonl"
+RECORD_FIELDS = ("alpha", "beta", "gamma", "phi", "method", "depth_mult", "width_mult", "resolution_mult",
+                 "nominal_flops_factor")  # what a trial's record takes from its point
 
 
 @dataclass
@@ -56,6 +58,16 @@ class Planned:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "measured_flops_factor": self.measured_flops_factor}
+
+    @classmethod
+    def from_line(cls, line: dict[str, Any]) -> Planned:
+        """A plan line (`read`) as a Planned; keys it does not know are left out."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in line.items() if k in known} | {"point": line.get("point") or {}})
+
+    def record_fields(self) -> dict[str, Any]:
+        """The point's coefficients and multipliers as its trial's record holds them (None where unknown)."""
+        return {k: self.point.get(k) for k in RECORD_FIELDS}
 
 
 def from_fit(path: str) -> tuple[float, float, float]:
@@ -273,7 +285,7 @@ def baseline_of(cfg) -> str:
     return identity.digest(identity.computing_values({k: values[k] for k in ("model", "data")}))
 
 
-def point_key(point: dict[str, Any], baseline: str | None = None) -> str:
+def request_key(point: dict[str, Any], baseline: str | None = None) -> str:
     """What a plan line requests: the baseline it scales (`Planned.baseline`) and its coordinates as
     requested (coefficients or explicit multipliers, φ, seed, transfer strategy). The train recipe is
     left out on purpose: rerunning a study with a changed recipe replaces its lines."""
@@ -300,9 +312,9 @@ def merge(path: Path, points: list[Planned]) -> None:
     The read-modify-write holds `plan.jsonl.lock`, so commands planning at the same time keep each
     other's lines. A line of an older plan, which names no baseline, is replaced by any model's point."""
     new = [p.to_dict() for p in points]
-    asked = {point_key(x["point"], x["baseline"]) for x in new} | {point_key(x["point"]) for x in new}
+    asked = {request_key(x["point"], x["baseline"]) for x in new} | {request_key(x["point"]) for x in new}
     with locked(path):
-        kept = [x for x in read(path) if point_key(x["point"], x.get("baseline")) not in asked]
+        kept = [x for x in read(path) if request_key(x["point"], x.get("baseline")) not in asked]
         _replace(path, "".join(json.dumps(x, default=str) + "\n" for x in kept + new))
 
 
@@ -323,7 +335,7 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def describe(points: list[Planned]) -> str:
+def table(points: list[Planned]) -> str:
     """The effective grid as a text table: which points run, which share a network, which are dropped."""
     lines = [f"{'alpha':>6} {'beta':>6} {'gamma':>6} {'γ nom':>6} {'phi':>4} {'seed':>4}  {'px':>3} {'FLOPs x':>7} "
              f"{'cost Δ':>6} {'est.':>7}  stage depths / widths  ->  trial"]

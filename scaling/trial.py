@@ -21,8 +21,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from scaling import allocator, distributed, recipe, record
 from scaling import data as datasets
-from scaling import distributed, recipe, record
 from scaling.coefficients import ScalingError
 from scaling.logger import TrialLogger
 from scaling.plan import Planned, build_scaled
@@ -188,7 +188,7 @@ def load_checkpoint(path: Path, trial_id: str) -> dict[str, Any]:
 # ---- training ---- #
 
 
-def fit(model: nn.Module, data, cfg, trial_dir: Path, trial_id: str, logger: TrialLogger, px: int,
+def train_epochs(model: nn.Module, data, cfg, trial_dir: Path, trial_id: str, logger: TrialLogger, px: int,
         started: float, nominal_flops_factor: float = 1.0, world: distributed.World | None = None) -> dict[str, Any]:
     """Train with SGD + one-cycle, monitoring on held-out images and checkpointing every epoch; resume
     if possible; at the end, score once on the whole validation split (`val_top1`, what studies choose
@@ -307,9 +307,7 @@ def run(cfg, trial_dir: Path, planned: Planned, started: float | None = None,
         dataset=cfg.data.name, seed=cfg.seed, epochs=cfg.train.epochs, base_resolution=cfg.data.resolution,
         native_resolution=cfg.data.native_size, host=socket.gethostname(), pid=os.getpid(), slurm_job_id=slurm_job_id(),
         world_size=world.size,
-        started=_now(), target=s.target, tolerance=s.tolerance,
-        **{k: p.get(k) for k in ("alpha", "beta", "gamma", "phi", "method", "nominal_flops_factor")},
-        depth_mult=p.get("depth_mult"), width_mult=p.get("width_mult"), resolution_mult=p.get("resolution_mult"),
+        started=_now(), target=s.target, tolerance=s.tolerance, **planned.record_fields(),
         coefficients_source=planned.coefficients_source, data_files=planned.data_files, **planned.ids,
         **{f"{g}_config": OmegaConf.to_container(cfg[g], resolve=True) for g in ("model", "data", "train", "scaling")})
     logger = None
@@ -328,8 +326,7 @@ def run(cfg, trial_dir: Path, planned: Planned, started: float | None = None,
         torch.manual_seed(cfg.seed)
         data = datasets.load(cfg.data, cfg.paths.data_dir)
         built, px = build_scaled(cfg, _multipliers(p), data.in_chans, data.num_classes)
-        preloaded = os.environ.get("LD_PRELOAD", "")
-        rec.update(threads=threads, allocator="tcmalloc" if "tcmalloc" in preloaded else "default")
+        rec.update(threads=threads, allocator=allocator.in_use())
         log.info("%s d=%.3f w=%.3f r=%.3f -> %d px, depths %s, widths %s, %.2fM params, %.1fM MACs",
                  cfg.model.name, p["depth_mult"], p["width_mult"], p["resolution_mult"], px, built.stage_depths,
                  built.stage_widths, rec["params"] / 1e6, rec["flops"] / 1e6)
@@ -338,7 +335,7 @@ def run(cfg, trial_dir: Path, planned: Planned, started: float | None = None,
                              job_type=cfg.kind, config={**OmegaConf.to_container(cfg, resolve=True), **{
                                  k: rec[k] for k in ("method", "alpha", "beta", "gamma", "phi", "depth_mult",
                                                      "width_mult", "resolution_mult", "resolution", "trial_id")}})
-        state = fit(built.model, data, cfg, trial_dir, planned.ids["trial_id"], logger, px, started,
+        state = train_epochs(built.model, data, cfg, trial_dir, planned.ids["trial_id"], logger, px, started,
                     nominal_flops_factor=p["depth_mult"] * p["width_mult"] ** 2 * p["resolution_mult"] ** 2,
                     world=world)
         rec.update(status="ok", epochs_run=state["epoch"], history=state["history"], top1=state["top1"],

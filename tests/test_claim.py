@@ -113,7 +113,7 @@ def test_a_fresh_empty_claim_file_is_not_stolen(tmp_path, fast):
     trial = tmp_path / "t"
     plant(trial, text="")
     assert claim.Claim.take(trial) is None
-    assert claim.holder(trial) == {} and claim.describe({}) == "an unreadable claim file"
+    assert claim.holder(trial) == {} and claim.holder_text({}) == "an unreadable claim file"
     os.utime(trial / claim.CLAIM_NAME, (time.time() - 10, time.time() - 10))  # > STALE_S: abandoned
     held = claim.Claim.take(trial)
     assert held is not None and json.loads((trial / claim.CLAIM_NAME).read_text())["token"] == held.token

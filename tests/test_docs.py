@@ -10,7 +10,7 @@ scaling` or `make`. Each runs for real, without training anything:
 - paper-sized commands (`+preset=paper`) are composed only (`--cfg job`, without -m): planning full B0 at
   224-300 px on this CPU takes over ten minutes.
 A placeholder ImageNet path (`/path/to/imagenet`) becomes a small generated ImageFolder, and the transfer
-study's strategy files are written first by the docs' own `python -m scaling.transfer` command.
+study's strategy files are written first by the docs' own `python -m tools.transfer` command.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from scaling import record
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
-PREFIXES = ("python sweep.py", "python -m analysis", "python -m scaling", "make ")
+PREFIXES = ("python sweep.py", "python -m analysis", "python -m scaling", "python -m tools", "make ")
 IMAGENET = "/path/to/imagenet"  # the docs' placeholder for an ImageNet folder
 PAPER = "+preset=paper"  # paper-sized: composed, not planned (full B0 at 224-300 px, minutes per network here)
 FIELDS_BEGIN, FIELDS_END = "<!-- begin fields", "<!-- end fields -->"
@@ -119,7 +119,7 @@ def test_the_readme_is_a_front_door():
 
 def test_the_docs_have_commands_of_every_kind():
     """The parser finds what the pages hold (a change of fence or prefix must not make the checks vacuous)."""
-    assert of_kind("make ") and of_kind("python -m analysis") and of_kind("python -m scaling")
+    assert all(of_kind(prefix) for prefix in PREFIXES if prefix != "python sweep.py")
     assert any(" -m " in c for c in of_kind("python sweep.py")) and "python sweep.py train=quick" in every_command()
 
 
@@ -201,8 +201,8 @@ def workdir(tmp_path_factory) -> Path:
 
 
 def strategy_files(work: Path) -> None:
-    """Write the transfer study's strategy configs with the docs' own `python -m scaling.transfer` command."""
-    for command in of_kind("python -m scaling.transfer"):
+    """Write the transfer study's strategy configs with the docs' own `python -m tools.transfer` command."""
+    for command in of_kind("python -m tools.transfer"):
         proc = run(tokens(command, work), work)
         assert proc.returncode == 0, explain(proc, command)
 

@@ -4,7 +4,7 @@ import pytest
 
 from scaling import complexity, models
 from scaling.coefficients import ScalingError, round_channels
-from scaling.table2 import EFFICIENTNETS
+from tools.table2 import EFFICIENTNETS
 
 # Paper Table 2 (v5) params and FLOPs (multiply-adds) with the official coefficients
 # (width, depth, resolution); one table serves this test and `make table2`.

@@ -64,7 +64,7 @@ def test_points_that_build_the_same_network_are_one_trial():
     assert points[1].network == points[2].network and points[2].dirname == points[1].dirname
     assert points[0].network["resolution"] == 25 and points[1].network["resolution"] == 23
     assert points[2].point["alpha"] == 1.3  # the point keeps its own coefficients
-    text = plan.describe(points)
+    text = plan.table(points)
     assert "3 points -> 2 trials to run, 1 share a network" in text and "same network as" in text
 
 
@@ -74,7 +74,7 @@ def test_only_seeds_skips_other_seeds_without_changing_identity():
     assert kept.status == "run" and kept.ids == _plan("seed=0").ids  # a scheduling filter, not the trial
     assert skipped.status == "skipped" and skipped.reason == "seed 1 is not in only_seeds [0]"
     assert skipped.dirname is None
-    text = plan.describe(plan.dedupe([kept, skipped]))
+    text = plan.table(plan.dedupe([kept, skipped]))
     assert "1 trials to run, 1 skipped (only_seeds)" in text and "skipped: seed 1 is not in only_seeds [0]" in text
 
 
@@ -222,4 +222,4 @@ def test_measured_matching_puts_grid_points_at_equal_counted_cost():
     kept = _plan("train=demo", "scaling.alpha=1.0", "scaling.beta=1.1", "scaling.gamma=null",
                  "scaling.match=measured")  # without grid_filter: flagged, not dropped
     assert kept.status == "run" and kept.cost_mismatch == pytest.approx(-0.084, abs=0.001)
-    assert "-8%" in plan.describe([kept])
+    assert "-8%" in plan.table([kept])

@@ -12,7 +12,7 @@ from conftest import ROOT, plan_lines, records, sweep, trial_dirs
 
 from analysis.collect import collect
 from analysis.plots import ok
-from hydra_plugins.compound_scaling import launchers
+from scaling import allocator
 from scaling.coefficients import flops_factor
 
 pytestmark = pytest.mark.slow
@@ -128,7 +128,7 @@ def test_warm_workers_run_trial_after_trial_and_survive_a_killed_worker(out):
     assert len(pids) < len(recs) and owner not in pids  # trials shared processes; the killed one is gone
     assert not (out / "sweeps/adhoc/.submitit").exists()
     # the local launcher preloads tcmalloc where it is installed (.ci/run installs it); the record says so
-    tcmalloc = launchers.allocator_library("tcmalloc") is not None
+    tcmalloc = allocator.library("tcmalloc") is not None
     assert {r["allocator"] for r in recs.values()} == {"tcmalloc" if tcmalloc else "default"}
 
 

@@ -35,6 +35,8 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQue
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import open_dict
 
+from scaling import allocator
+
 log = logging.getLogger(__name__)
 
 BASE_KEYS = {f.name for f in dataclasses.fields(BaseQueueConf)} - {"_target_", "submitit_folder"}
@@ -254,45 +256,6 @@ class _Launcher(BaseSubmititLauncher):
         return ret
 
 
-TCMALLOC = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")
-LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib")
-
-
-def allocator_library(name: str | None) -> str | None:
-    """The shared library to preload for `allocator` (None: the default malloc, or not installed)."""
-    if name in (None, "default"):
-        return None
-    if name != "tcmalloc":
-        raise ValueError(f"hydra.launcher.allocator={name!r}; allowed: tcmalloc, default")
-    for folder in LIB_DIRS:
-        for lib in TCMALLOC:
-            if Path(folder, lib).exists():
-                return str(Path(folder, lib))
-    log.warning("allocator=tcmalloc but no libtcmalloc found (apt-get install libtcmalloc-minimal4); "
-                "trials use the default malloc")
-    return None
-
-
-class _Preload:
-    """LD_PRELOAD for the processes started inside this block (spawned workers inherit the environment)."""
-
-    def __init__(self, library: str | None):
-        self.library, self.saved = library, None
-
-    def __enter__(self):
-        if self.library:
-            self.saved = os.environ.get("LD_PRELOAD")
-            os.environ["LD_PRELOAD"] = " ".join(filter(None, [self.library, self.saved]))
-        return self
-
-    def __exit__(self, *exc):
-        if self.library:
-            if self.saved is None:
-                os.environ.pop("LD_PRELOAD", None)
-            else:
-                os.environ["LD_PRELOAD"] = self.saved
-
-
 class LocalLauncher(_Launcher):
     """Local trials, at most `max_parallel` at a time: submitit processes (one per trial), or with
     `warm=true` one long-lived process per slot that runs trial after trial (no per-trial start-up:
@@ -315,7 +278,7 @@ class LocalLauncher(_Launcher):
                        job_dir_key=job_dir_key, job_subdir_key="hydra.sweep.subdir")
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        with _Preload(allocator_library(self.params.get("allocator"))):
+        with allocator.preloaded(allocator.library(self.params.get("allocator"))):
             if not self.params.get("warm"):
                 return super().launch(job_overrides, initial_job_idx)
             return self._launch_warm(job_overrides, initial_job_idx)

@@ -212,7 +212,7 @@ class PlanSweeper(Sweeper):
         from scaling import plan
 
         plan.merge(self.sweep_dir / plan.PLAN_NAME, points)
-        print(f"{header}{plan.describe(points)}\nplan written to {self.sweep_dir / plan.PLAN_NAME}", flush=True)
+        print(f"{header}{plan.table(points)}\nplan written to {self.sweep_dir / plan.PLAN_NAME}", flush=True)
 
     # ---- launching ---- #
 

@@ -1,6 +1,6 @@
 """Table 2 analogue without training: B0–B7 built with timm at their own resolutions vs the paper.
 
-    python -m scaling.table2 --out reports/table2
+    python -m tools.table2 --out reports/table2
 """
 
 from __future__ import annotations

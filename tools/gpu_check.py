@@ -1,9 +1,9 @@
 """The GPU check: what a lent GPU machine must confirm, in one run and one table.
 
-    make gpu-check          # python -m scaling.gpu_check [--out outputs/gpu_check]
+    make gpu-check          # python -m tools.gpu_check [--out outputs/gpu_check]
 
 With CUDA visible, four steps:
-1. bench: the trial step against the plain eager NCHW fp32 loop (scaling/bench.py), for the demo's φ = 1
+1. bench: the trial step against the plain eager NCHW fp32 loop (tools/bench.py), for the demo's φ = 1
    model and for full EfficientNet-B0 at 224 px, both with bf16 + channels_last;
 2. resume: a trial (the demo model, generated data, bf16) killed with SIGKILL mid-epoch and rerun: the rerun
    resumes from the last checkpoint, and its final RNG state (CPU and CUDA generators) equals an
@@ -65,8 +65,8 @@ class Table:
 
 def bench(table: Table, cuda: bool) -> None:
     """The trial step against the plain loop: demo model, and full B0 (CPU: B0 at 64 px, fp32)."""
-    from scaling import bench as b
     from scaling import models
+    from tools import bench as b
 
     device = "cuda" if cuda else "cpu"
     if not cuda:
@@ -75,7 +75,7 @@ def bench(table: Table, cuda: bool) -> None:
     cases = [("demo φ=1 model", *b.demo_model(), 128 if cuda else 32),
              ("full B0, 224 px", full, 224, 3, 128) if cuda else ("full B0, 64 px (CPU)", full, 64, 3, 8)]
     for name, model, px, chans, batch in cases:
-        loops, x, y = b._steps(model, px, chans, batch, device, bf16=cuda)
+        loops, x, y = b.training_loops(model, px, chans, batch, device, bf16=cuda)
         rates = {k: _rate(fn, x, y, batch, steps=20 if cuda else 3, cuda=cuda) for k, fn in loops.items()}
         ratio = rates["trial"] / rates["plain"]
         table.add("bench", f"{name}, batch {batch}, {'bf16 + channels_last' if cuda else 'fp32 channels_last'}",

@@ -1,6 +1,6 @@
 """Write the transfer study's strategies as Hydra configs: one file per strategy and φ.
 
-    python -m scaling.transfer --fit reports/demo/fit.json --star reports/transfer/star.json \
+    python -m tools.transfer --fit reports/demo/fit.json --star reports/transfer/star.json \
         --phi 2 --out reports/transfer/conf [HYDRA OVERRIDES ...]
 
 For each φ it writes `<out>/transfer/<strategy>_phi<φ>.yaml`, selected with
@@ -25,7 +25,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from scaling import config, matching, record
-from scaling.coefficients import ScalingError, round_resolution
+from scaling.coefficients import COST_TOLERANCE, ScalingError, round_resolution
 from scaling.plan import from_fit
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -34,7 +34,7 @@ UNIFORM = (2 ** (1 / 3), 2 ** (1 / 6), 2 ** (1 / 6))  # α = β² = γ² = 2^(1/
 
 
 def _yaml(strategy: str, phi: float, scaling: dict, note: str, only_seeds: list[int] | None = None) -> str:
-    lines = ["# @package _global_", f"# transfer study: {note} (written by scaling/transfer.py)",
+    lines = ["# @package _global_", f"# transfer study: {note} (written by tools/transfer.py)",
              f"strategy: {strategy}"]
     if only_seeds is not None:
         lines.append(f"only_seeds: {list(only_seeds)}  # other seeds of a sweep skip this strategy")
@@ -65,12 +65,7 @@ def write(fit_file: str, star_file: str | None, phis: list[float], out: Path, ov
                  "uniform": (UNIFORM, "a uniform split of compute, alpha = beta^2 = gamma^2")}
     if star_file:
         compounds["star"] = (star_coefficients(star_file), "the star-sweep prediction (analysis.star)")
-    from scaling import data
-
-    in_chans, classes = data.shape_of(cfg.data)
-    small = cfg.model.small_input if cfg.model.small_input is not None else cfg.data.native_size <= 64
-    counter = matching.model_flops_counter(cfg.model.name, cfg.model.base_depth, cfg.model.base_width,
-                                           cfg.data.resolution, cfg.data.resolution_multiple, in_chans, classes, small)
+    counter = matching.config_flops_counter(cfg)
     folder = Path(out) / "transfer"
     folder.mkdir(parents=True, exist_ok=True)
     written = [folder / "baseline_phi0.yaml"]
@@ -86,8 +81,9 @@ def write(fit_file: str, star_file: str | None, phis: list[float], out: Path, ov
         target, found = matching.match_compound(counter, *selected, phi, base_resolution=cfg.data.resolution,
                                                 resolution_multiple=cfg.data.resolution_multiple)
         for dim, m in found.items():
+            outside = f", nearest on the rounding grid: outside {COST_TOLERANCE:.0%}"
             note = (f"{dim} only, {m.flops / 1e6:.2f}M multiply-adds vs the selected model's {target / 1e6:.2f}M "
-                    f"({m.mismatch:+.1%}{'' if m.within else ', nearest on the rounding grid: outside 5%'})")
+                    f"({m.mismatch:+.1%}{'' if m.within else outside})")
             values = {dim: m.multiplier}
             if dim == "resolution":
                 values[dim] = m.px / cfg.data.resolution

@@ -1,6 +1,6 @@
 """Benchmark: where a study's CPU seconds go, as ratios measured in one run (these machines are noisy).
 
-    make bench            # or: python -m scaling.bench [--steps 8] [--rounds 3] [--batch 128]
+    make bench            # or: python -m tools.bench [--steps 8] [--rounds 3] [--batch 128]
 
 Prints, for the demo's own φ = 1 model (B0 CPU preset, d 0.6, w 0.55, 23 px):
 - images/s of the trial's step, a bare channels_last loop and a plain eager NCHW fp32 loop, interleaved;
@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from scaling import allocator as malloc
 from scaling import coefficients, complexity, models
 from scaling.trial import train_step
 
@@ -48,7 +49,7 @@ def demo_model(device: str = "cpu", full: bool = False):
     return built.model, px, 1
 
 
-def _steps(base, px, chans, batch, device, bf16=False):
+def training_loops(base, px, chans, batch, device, bf16=False):
     """The three loops on copies of one model: trial (what a trial runs), bare channels_last, plain NCHW."""
     dev = torch.device(device)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
@@ -78,7 +79,7 @@ def step_throughput(batch: int, steps: int, rounds: int, device: str = "cpu", fu
                     bf16: bool = False) -> dict:
     """Median images/s of each loop, interleaved over `rounds`."""
     base, px, chans = demo_model(device, full)
-    loops, x, y = _steps(base, px, chans, batch, device, bf16)
+    loops, x, y = training_loops(base, px, chans, batch, device, bf16)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     for fn in loops.values():
         for _ in range(3):
@@ -101,7 +102,7 @@ def _warm_trial_step(batch: int):
     """The demo model's trial step on one thread, warmed up; and its batch."""
     torch.set_num_threads(1)
     base, px, chans = demo_model()
-    loops, x, y = _steps(base, px, chans, batch, "cpu")
+    loops, x, y = training_loops(base, px, chans, batch, "cpu")
     step = loops["trial"]
     for _ in range(3):
         step(x, y)
@@ -122,9 +123,7 @@ def _worker(args) -> float:
 def machine_wide(batch: int, slots: int, seconds: float = 20.0, allocator: str = "default") -> float:
     """Summed images/s of `slots` concurrent one-thread trial steps, in processes that preload
     `allocator` as the local launcher's trial processes do (tcmalloc) or not (default)."""
-    from hydra_plugins.compound_scaling.launchers import _Preload, allocator_library
-
-    with _Preload(allocator_library(allocator)), mp.get_context("spawn").Pool(slots) as pool:
+    with malloc.preloaded(malloc.library(allocator)), mp.get_context("spawn").Pool(slots) as pool:
         return sum(pool.map(_worker, [(batch, seconds)] * slots))
 
 
@@ -229,10 +228,8 @@ def main() -> None:
     print("where a one-thread trial step's time goes (torch.profiler, self CPU time):")
     for what, share in profile_step(args.batch):
         print(f"  {what:32s} {share:6.1%}")
-    from hydra_plugins.compound_scaling.launchers import allocator_library
-
     layouts = {"default": machine_wide(args.batch, cores)}
-    if allocator_library("tcmalloc"):
+    if malloc.library("tcmalloc"):
         layouts["tcmalloc"] = machine_wide(args.batch, cores, allocator="tcmalloc")
     for allocator, ips in layouts.items():
         print(f"machine-wide, the demo's layout ({cores} one-thread trial steps in {cores} processes, {allocator} "

@@ -1,0 +1,1 @@
+"""Command-line tools built on the library (scaling/) and the analysis (analysis/): run with python -m tools.X."""

@@ -13,8 +13,7 @@ from conftest import ROOT
 
 ANALYSIS = sorted(f"analysis.{p.stem}" for p in (ROOT / "analysis").glob("*.py") if p.stem != "__init__")
 SCALING = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "scaling").glob("*.py"))
-ABOVE_SCALING = ("analysis", "hydra_plugins")  # the stages and plugins built on the library
-MOVING = {"scaling/bench.py", "scaling/table2.py"}  # tools, not library: they move to tools/
+ABOVE_SCALING = ("analysis", "hydra_plugins", "tools")  # the stages, plugins and tools built on the library
 
 
 def imported(path: str) -> set[str]:
@@ -42,8 +41,7 @@ def test_analysis_imports_neither_torch_nor_the_plugins():
     assert first is None, f"importing {first} imports {', '.join(seen[first][:5])}"
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.xfail(
-    strict=True, reason="moved to tools/ by r16-c")) if p in MOVING else p for p in SCALING])
+@pytest.mark.parametrize("path", SCALING)
 def test_scaling_imports_nothing_above_it(path):
     up = imported(path) & set(ABOVE_SCALING)
     assert not up, f"{path} imports {', '.join(sorted(up))}: the library must not depend on what is built on it"

@@ -8,7 +8,7 @@ OUT ?= outputs
 REPORTS ?= reports
 SWEEP := $(PY) sweep.py -m paths.output_dir=$(OUT) train.progress=false
 ifeq ($(SCALE),paper)
-STUDY := +preset=paper data.root=$(DATA)
+STUDY := preset=paper data.root=$(DATA)
 RUN := $(SWEEP) $(STUDY)
 DEPTHS := 2.0,3.0,4.0,6.0,8.0
 WIDTHS := 1.4,1.8,2.6,3.8,5.0
@@ -51,13 +51,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]' --config-settings editable_mode=compat
 	touch $@
 
+# $(call apt_install,PACKAGE): install a Debian package quietly, running apt-get update first only if that fails
+apt_install = (apt-get install -y -qq $(1) || (apt-get update -qq && apt-get install -y -qq $(1))) >/dev/null
+
 install: $(VENV)/.installed  ## create .venv with every dependency; Fashion-MNIST files and tcmalloc where apt is available
 	@if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ -z "$$FASHION_MNIST_DIR" ]; then \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	    (apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null; \
+	    $(call apt_install,dataset-fashion-mnist); \
 	  else echo "note: no Fashion-MNIST files; run 'sudo apt-get install dataset-fashion-mnist', set FASHION_MNIST_DIR, or use data.download=true"; fi; fi
 	@if ! ls /usr/lib/*/libtcmalloc_minimal.so.4 >/dev/null 2>&1 && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	  (apt-get install -y -qq libtcmalloc-minimal4 || (apt-get update -qq && apt-get install -y -qq libtcmalloc-minimal4)) >/dev/null \
+	  $(call apt_install,libtcmalloc-minimal4) \
 	  || echo "note: no tcmalloc; local trials use the default malloc (about 5-9% slower)"; fi
 
 slurm-up:  ## start a one-node SLURM cluster here (munge, slurmctld, slurmd, slurmdbd + MariaDB); needs root
@@ -86,9 +89,9 @@ DEMO := compound_grid$(if $(filter-out 0,$(SEEDS_FROM)),_seeds$(SEEDS_FROM))
 DEMO_SEEDS := $(shell seq -s, $(SEEDS_FROM) $$(($(SEEDS_FROM) + $(RACE_SEEDS) - 1)))
 demo: install  ## the main job: race the φ=1 grid on the calm recipe; confidence set, σ, MDD, cost, figures (<= 20 min)
 	@date +"demo started %T"
-	-$(RUN) +sweep=compound_grid name=$(DEMO) hydra/sweeper=race hydra.sweeper.race.max_seeds=$(RACE_SEEDS) \
+	-$(RUN) sweep=compound_grid name=$(DEMO) hydra/sweeper=race hydra.sweeper.race.max_seeds=$(RACE_SEEDS) \
 	  hydra.sweeper.race.first_seed=$(SEEDS_FROM)
-	-$(RUN) +sweep=baseline name=baseline_$(DEMO) seed=$(DEMO_SEEDS)
+	-$(RUN) sweep=baseline name=baseline_$(DEMO) seed=$(DEMO_SEEDS)
 	$(REPORT) $(S)/$(DEMO) --baseline $(S)/baseline_$(DEMO) --out $(REPORTS)/$(subst compound_grid,demo,$(DEMO)) --wandb
 	@date +"demo finished %T"
 
@@ -97,7 +100,7 @@ comma := ,
 space := $(subst ,, )
 commas = $(subst $(space),$(comma),$(strip $(1)))
 SEARCH = hydra.searchpath=[file://$(abspath $(TRANSFER))/conf]
-TRANSFER_RUN = $(RUN) +sweep=transfer '$(SEARCH)' seed=$(SEEDS)
+TRANSFER_RUN = $(RUN) sweep=transfer '$(SEARCH)' seed=$(SEEDS)
 TARGET_PHIS := $(subst $(comma), ,$(TRANSFER_PHIS))
 # the cost-matched single dimensions: at φ = 1 (STAR_SEEDS only) the star sweep's lower levels; at each
 # target φ the table's rows and the star sweep's upper levels
@@ -110,30 +113,30 @@ transfer: install  ## after demo: do the chosen coefficients beat single dimensi
 	@date +"transfer started %T"
 	mkdir -p $(TRANSFER)
 	$(STRATEGY_FILES) $(STUDY)
-	-$(TRANSFER_RUN) +transfer=$(call commas,$(SINGLES))
+	-$(TRANSFER_RUN) transfer=$(call commas,$(SINGLES))
 	$(PY) -m analysis.star $(S)/transfer > $(TRANSFER)/star.json
 	$(STRATEGY_FILES) --star $(TRANSFER)/star.json $(STUDY)
-	-$(TRANSFER_RUN) +transfer=$(call commas,$(COMPOUNDS))
+	-$(TRANSFER_RUN) transfer=$(call commas,$(COMPOUNDS))
 	$(PY) -m analysis.transfer $(S)/transfer --out $(TRANSFER)
 	@date +"transfer finished %T"
 
 fig3: install  ## paper Fig. 3: depth, width, resolution scaled one at a time -> reports/fig3
-	-$(RUN) +sweep=baseline
-	-$(RUN) +sweep=depth scaling.depth=$(DEPTHS)
-	-$(RUN) +sweep=width scaling.width=$(WIDTHS)
-	-$(RUN) +sweep=resolution scaling.resolution=$(RESOLUTIONS)
+	-$(RUN) sweep=baseline
+	-$(RUN) sweep=depth scaling.depth=$(DEPTHS)
+	-$(RUN) sweep=width scaling.width=$(WIDTHS)
+	-$(RUN) sweep=resolution scaling.resolution=$(RESOLUTIONS)
 	$(REPORT) $(S)/baseline $(S)/depth $(S)/width $(S)/resolution --out $(REPORTS)/fig3 --only accuracy_vs_flops --name fig3_single_dimension
 
 fig4: install  ## paper Fig. 4: width scaling at (d, r) in {1,2} x {1,1.3} -> reports/fig4
-	-$(RUN) +sweep=width_at_depth_resolution
+	-$(RUN) sweep=width_at_depth_resolution
 	$(REPORT) $(S)/width_at_depth_resolution --out $(REPORTS)/fig4 --only fig4
 
 fig8: install  ## paper Fig. 8: the four scaling methods from one baseline, incl. compound φ sweep -> reports/fig8
-	-$(RUN) +sweep=baseline
-	-$(RUN) +sweep=depth scaling.depth=$(DEPTHS)
-	-$(RUN) +sweep=width scaling.width=$(WIDTHS)
-	-$(RUN) +sweep=resolution scaling.resolution=$(RESOLUTIONS)
-	-$(RUN) +sweep=compound_scale scaling.phi=$(PHIS)
+	-$(RUN) sweep=baseline
+	-$(RUN) sweep=depth scaling.depth=$(DEPTHS)
+	-$(RUN) sweep=width scaling.width=$(WIDTHS)
+	-$(RUN) sweep=resolution scaling.resolution=$(RESOLUTIONS)
+	-$(RUN) sweep=compound_scale scaling.phi=$(PHIS)
 	$(REPORT) $(S)/baseline $(S)/depth $(S)/width $(S)/resolution $(S)/compound_scale --out $(REPORTS)/fig8 \
 	  --only accuracy_vs_flops --name fig8_scaling_methods
 
@@ -141,7 +144,7 @@ table2: install  ## paper Table 2 analogue: B0-B7 params and FLOPs as built vs p
 	$(PY) -m tools.table2 --out $(REPORTS)/table2
 
 table3: install  ## paper Table 3 analogue: MobileNetV2 / ResNet scaled by d=4, w=2, r=2 and compound -> reports/table3
-	-$(RUN) +sweep=table3 model=$(TABLE3_MODELS)
+	-$(RUN) sweep=table3 model=$(TABLE3_MODELS)
 	$(REPORT) $(S)/table3 --out $(REPORTS)/table3 --only table3
 
 figures: fig3 fig4 fig8 table2 table3  ## all of the above

@@ -2,10 +2,10 @@
 
     python sweep.py train=quick                                   # one trial: the CPU preset at φ = 1
     python sweep.py -m scaling.alpha=1.1,1.2,1.3 train=quick      # a sweep; its plan is printed first
-    python sweep.py -m +sweep=compound_grid --plan-only           # print the plan, train nothing
-    python sweep.py -m +sweep=compound_grid hydra/sweeper=race    # race the grid (analysis/race.py)
+    python sweep.py -m sweep=compound_grid --plan-only            # print the plan, train nothing
+    python sweep.py -m sweep=compound_grid hydra/sweeper=race     # race the grid (analysis/race.py)
 
-Configs: conf/ (schema in scaling/config.py); studies: sweeps/; record schema: README.
+Configs: conf/ (schema in scaling/config.py); studies: sweeps/; record schema: docs/records.md.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from scaling import claim, config, record
 
 config.register()
 PLAN_ONLY = "--plan-only"
+CONF = Path(__file__).resolve().parent / "conf"
 
 
 def run_claimed(cfg: DictConfig, trial_dir: Path, planned, started: float) -> dict:
@@ -137,34 +138,6 @@ def mismatch(trial_dir: Path, planned) -> dict:
     return failure.record_death(trial_dir, error)
 
 
-def check_launcher_keys(args: list[str]) -> None:
-    """A `hydra.launcher.KEY=...` the chosen launcher does not have: one line naming the allowed keys, exit 2."""
-    chosen = [a.split("=", 1)[1] for a in args if a.lstrip("+~").startswith("hydra/launcher=")]
-    if not chosen:
-        return
-    import dataclasses
-
-    from hydra_plugins.compound_scaling import launchers
-    from scaling import allocator
-
-    conf = launchers.CONFS.get(chosen[-1])
-    if conf is None:
-        return
-    allowed = sorted(f.name for f in dataclasses.fields(conf) if not f.name.startswith("_"))
-    for a in args:
-        key = a.lstrip("+~").split("=", 1)[0]
-        if key.startswith("hydra.launcher.") and key.split(".")[2] not in allowed:
-            print(f"error: {key} is not a setting of hydra/launcher={chosen[-1]}; allowed: {', '.join(allowed)}",
-                  file=sys.stderr)
-            sys.exit(2)
-        if key == "hydra.launcher.allocator":
-            try:
-                allocator.library(a.split("=", 1)[1])
-            except ValueError as err:
-                print(f"error: {err}", file=sys.stderr)
-                sys.exit(2)
-
-
 def plan_one(overrides: list[str]) -> None:
     """`--plan-only` without -m: compose the one trial as a run would, print its plan, train nothing; exit 0,
     or 2 when the point cannot run (as the run would)."""
@@ -180,7 +153,7 @@ def plan_one(overrides: list[str]) -> None:
               "group=option overrides (or add -m to plan a sweep)", file=sys.stderr)
         sys.exit(2)
     try:
-        with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent / "conf"), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             cfg = compose(config_name="config", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as err:
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
@@ -195,16 +168,38 @@ def plan_one(overrides: list[str]) -> None:
               f"{Path(cfg.paths.output_dir) / 'runs' / cfg.name / planned.dirname}", flush=True)
 
 
+def optional_groups() -> set[str]:
+    """The groups conf/config.yaml lists with a null default (sweep, preset, ...): chosen as `group=option`."""
+    from omegaconf import OmegaConf
+
+    defaults = OmegaConf.load(CONF / "config.yaml").defaults
+    return {k for d in defaults if isinstance(d, DictConfig) for k, v in d.items() if v is None}
+
+
+def command_line(argv: list[str]) -> tuple[list[str], bool]:
+    """The overrides and flags for Hydra, and whether `--plan-only` (ours, read here only) was given. An
+    optional group's `+group=option` becomes `group=option`: Hydra refuses to append a group its defaults
+    list already holds, and the `+` form stays valid."""
+    groups = optional_groups()
+    args = [a[1:] if a.startswith("+") and not a.startswith("++") and a[1:].split("=", 1)[0] in groups else a
+            for a in argv if a != PLAN_ONLY]
+    return args, PLAN_ONLY in argv
+
+
 def cli() -> None:
-    """`--plan-only` (ours) becomes `hydra.sweeper.plan_only=true` before Hydra parses a sweep's command line;
-    without -m it plans the one trial and trains nothing (a single run has no sweeper to read it)."""
-    if PLAN_ONLY in sys.argv:
-        args = [a for a in sys.argv[1:] if a != PLAN_ONLY]
-        if not {"-m", "--multirun"} & set(args):
-            check_launcher_keys(args)
-            return plan_one(args)
-        sys.argv = [sys.argv[0], *args, "hydra.sweeper.plan_only=true"]
-    check_launcher_keys(sys.argv[1:])
+    """`--plan-only` becomes `hydra.sweeper.plan_only=true` before Hydra parses a sweep's command line;
+    without -m it plans the one trial and trains nothing (a single run has no sweeper to read it). A bad
+    `hydra.launcher.*` key is one `error:` line (the plugin's check), exit 2."""
+    from hydra_plugins.compound_scaling.launchers import command_line_error
+
+    args, plan_only = command_line(sys.argv[1:])
+    error = command_line_error(args)
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    if plan_only and not {"-m", "--multirun"} & set(args):
+        return plan_one(args)
+    sys.argv = [sys.argv[0], *args, *(["hydra.sweeper.plan_only=true"] if plan_only else [])]
     main()
 
 

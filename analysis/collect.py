@@ -7,7 +7,7 @@ record: a trial that several points share (they build the same network) appears 
 that point's coefficients and transfer-study `strategy` (say `paper` and `selected` at φ = 2), and
 records of configs that are no longer in the plan are ignored (and counted). Folders without a
 plan contribute every record. Corrupt or partial records are skipped and reported, never fatal.
-Columns: every record field (README, "Result record"), lists and config groups as JSON strings,
+Columns: every record field (docs/records.md), lists and config groups as JSON strings,
 plus `path` and `shared` (true for a point reported through another point's trial).
 """
 

@@ -3,7 +3,7 @@
 EfficientNet's Table 3 and Table 7 compare compound scaling with depth-, width- and resolution-only
 models "at similar FLOPS". Rounding quantises every dimension (depth by ceil per stage, channels to
 multiples of 8, input size to whole pixels), so nominal d·w²·r² can miss the real cost by 30% at
-20–28 px (README, "What `make demo` measured"). Here the candidates are built and counted instead:
+20–28 px (docs/plan-and-identity.md, "Measured cost matching"). Here the candidates are built and counted instead:
 
     flops_of = model_flops_counter("efficientnet_b0", 0.5, 0.5, 20)
     target = flops_of(*compound(1.2, 1.1, 1.15, phi=2))

@@ -39,7 +39,7 @@ def planned(strategy: str, seed: int, label_in: str) -> plan.Planned:
     network = {"resolution": round(20 * m.resolution), "depth": round(m.depth, 3), "width": round(m.width, 3)}
     arch = identity.digest({"recipe": RECIPE, "network": network})
     ids = {"recipe": RECIPE, "arch": arch, "trial_id": identity.digest({"arch": arch, "seed": seed})}
-    overrides = ["+sweep=transfer", f"+transfer={strategy}_phi{s['phi']:g}", f"seed={seed}", "train=quick"]
+    overrides = ["sweep=transfer", f"transfer={strategy}_phi{s['phi']:g}", f"seed={seed}", "train=quick"]
     if label_in == "override":
         overrides.append(f"strategy={strategy}")
     flops = int(1e6 * m.depth * m.width ** 2 * m.resolution ** 2)  # multiply-adds
@@ -122,7 +122,7 @@ def test_real_plan_of_a_transfer_study_keeps_every_strategy(tmp_path):
     with initialize_config_dir(version_base="1.3", config_dir=str(Path(__file__).resolve().parents[1] / "conf")):
         for name in STRATEGIES:
             for seed in (0, 1):
-                o = ["+sweep=transfer", f"+transfer={name}_phi{0 if name == 'baseline' else 2}", f"seed={seed}",
+                o = ["sweep=transfer", f"transfer={name}_phi{0 if name == 'baseline' else 2}", f"seed={seed}",
                      "train=quick", f"hydra.searchpath=[file://{conf}]"]
                 cfgs[len(points)] = compose("config", overrides=o)
                 points.append(planner.plan(cfgs[len(points)], o))

@@ -27,7 +27,7 @@ SWEEPS = sorted(p.relative_to(ROOT / "sweeps").with_suffix("").as_posix() for p 
 
 @pytest.mark.parametrize("group, option", OPTIONS)
 def test_every_option_composes(group, option):
-    prefix = "+" if group in ("variant", "preset") else ""
+    prefix = "+" if group == "variant" else ""  # preset is an optional group of config.yaml: preset=paper
     cfg = _compose([f"{prefix}{group}={option}"])
     config.validate(cfg) if group != "data" or option != "imagefolder" else None
     assert cfg.model.name in config.MODELS and cfg.data.name in config.DATASETS
@@ -36,13 +36,30 @@ def test_every_option_composes(group, option):
 @pytest.mark.parametrize("sweep", SWEEPS)
 def test_every_sweep_file_composes_and_documents_its_command(sweep):
     grid = sweep.startswith("grid/")
-    cfg = _compose(["+sweep=compound_grid", f"+sweep/grid={sweep[5:]}"] if grid else [f"+sweep={sweep}"], hydra=True)
+    cfg = _compose(["sweep=compound_grid", f"sweep/grid={sweep[5:]}"] if grid else [f"sweep={sweep}"], hydra=True)
     text = (ROOT / "sweeps" / f"{sweep}.yaml").read_text()
-    assert text.startswith("# @package _global_") and "python sweep.py -m +sweep=" in text
+    assert text.startswith("# @package _global_") and "python sweep.py -m sweep=" in text
     if not sweep.startswith("grid/"):
         assert cfg.name == cfg.kind == sweep
     assert cfg.hydra.sweeper.params, "a study must sweep something"
-    assert cfg.hydra.sweeper._target_.endswith("PlanSweeper") and cfg.hydra.sweeper.mode in ("grid", "race")
+    assert cfg.hydra.sweeper._target_.endswith(".sweeper.GridSweeper") and "race" not in cfg.hydra.sweeper
+
+
+def test_the_race_sweeper_extends_the_grid_sweeper_with_its_race_keys():
+    race = _compose(["hydra/sweeper=race", "hydra.sweeper.race.max_seeds=3"], hydra=True).hydra.sweeper
+    assert race._target_.endswith(".sweeper.RaceSweeper") and race.race.max_seeds == 3 and race.params is None
+    with pytest.raises(Exception, match="race"):
+        _compose(["hydra.sweeper.race.max_seeds=3"], hydra=True)  # the default grid sweeper has no race keys
+
+
+def test_optional_groups_take_a_choice_with_or_without_plus():
+    import sweep
+
+    assert sweep.optional_groups() == {"sweep", "sweep/grid", "preset", "transfer"}
+    args, plan_only = sweep.command_line(["-m", "+sweep=depth", "+sweep/grid=nni", "+preset=paper",
+                                          "+transfer=paper_phi2", "+variant=d4", "++seed=1", "--plan-only"])
+    assert args == ["-m", "sweep=depth", "sweep/grid=nni", "preset=paper", "transfer=paper_phi2", "+variant=d4",
+                    "++seed=1"] and plan_only
 
 
 def test_launchers_have_their_own_names_and_leave_the_plugins_alone():

@@ -7,7 +7,7 @@ scaling` or `make`. Each runs for real, without training anything:
 - `python -m tool ...`: `python -m tool --help`;
 - `python sweep.py -m ...`: the sweep with `--plan-only` (no cost probe, outputs in a temp folder): it composes
   every point, plans it and writes its plan; `python sweep.py ...` (one trial): `--cfg job`.
-- paper-sized commands (`+preset=paper`) are composed only (`--cfg job`, without -m): planning full B0 at
+- paper-sized commands (`preset=paper`) are composed only (`--cfg job`, without -m): planning full B0 at
   224-300 px on this CPU takes over ten minutes.
 A placeholder ImageNet path (`/path/to/imagenet`) becomes a small generated ImageFolder, and the transfer
 study's strategy files are written first by the docs' own `python -m tools.transfer` command.
@@ -31,7 +31,7 @@ README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
 PREFIXES = ("python sweep.py", "python -m analysis", "python -m scaling", "python -m tools", "make ")
 IMAGENET = "/path/to/imagenet"  # the docs' placeholder for an ImageNet folder
-PAPER = "+preset=paper"  # paper-sized: composed, not planned (full B0 at 224-300 px, minutes per network here)
+PAPER = "preset=paper"  # paper-sized: composed, not planned (full B0 at 224-300 px, minutes per network here)
 FIELDS_BEGIN, FIELDS_END = "<!-- begin fields", "<!-- end fields -->"
 NARRATION = re.compile(r"\b(this|previous|earlier) round\b|\bused to\b", re.IGNORECASE)
 README_LINES = 140  # "about 120 lines": a front door, not a manual
@@ -213,9 +213,9 @@ def test_sweep_commands_compose_and_plan(command, workdir):
     words = tokens(command.replace(IMAGENET, str(workdir / "imagenet")), workdir)
     words[1] = str(ROOT / "sweep.py")
     out = f"paths.output_dir={workdir / 'outputs'}"
-    plan = ("-m" in words or "--multirun" in words) and PAPER not in words
+    plan = ("-m" in words or "--multirun" in words) and not any(w.lstrip("+") == PAPER for w in words)
     if plan:
-        if any(w.startswith("+transfer=") for w in words):
+        if any(w.lstrip("+").startswith("transfer=") for w in words):
             strategy_files(workdir)
         args = [*words, out, "hydra.sweeper.estimate=false", *(["--plan-only"] if "--plan-only" not in words else [])]
     else:

@@ -99,7 +99,7 @@ def test_upscaled_and_overrides() -> None:
 
 # ---- golden cases: the three CPU baselines, compound (1.2, 1.1, 1.15) at φ = 2 ---- #
 
-FAMILIES = {  # name: (base depth, base width); 20 px, 1 channel, 10 classes, stride-1 stem (README, Table 3)
+FAMILIES = {  # name: (base depth, base width); 20 px, 1 channel, 10 classes, stride-1 stem (conf/model/*_cpu.yaml)
     "efficientnet_b0": (0.5, 0.5),
     "mobilenetv2": (0.5, 0.5),
     "resnet18": (0.5, 0.25),

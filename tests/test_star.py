@@ -46,7 +46,7 @@ def planted(shares=(0.3, 0.15, 0.2), exponents=(1.0, 2.0, 2.0), curvature=(-2.0,
 
 
 # the transfer study's star levels (make transfer): cost-matched single dimensions at φ = 1 (seed 0 only)
-# and φ = 2 (seeds 0, 1, 2), multipliers and measured exponents as in the README's run
+# and φ = 2 (seeds 0, 1, 2), multipliers and measured exponents as in docs/results/transfer.md
 TRANSFER_LEVELS = {"depth": (1.9, 3.8), "width": (1.45, 2.1), "resolution": (1.55, 2.4)}
 TRANSFER_EXPONENTS = (0.93, 1.8, 1.45)
 MULT = {d: f"{d}_mult" for d in DIMENSIONS}

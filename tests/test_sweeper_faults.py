@@ -91,6 +91,20 @@ def test_one_model_of_table3_replans_without_dropping_the_other(out):
     assert all("train.lr=0.05" in line["overrides"] for line in resnet)  # the last command's lines
 
 
+def test_a_sweep_file_chosen_with_or_without_plus_plans_the_same_trials(tmp_path):
+    """`sweep=compound_grid` (an optional group of conf/config.yaml) and `+sweep=compound_grid` (which sweep.py
+    reads the same way) plan the same points and trial ids; the command line narrows the grid to 3 points."""
+    ids = {}
+    for form in ("sweep=compound_grid", "+sweep=compound_grid"):
+        out = tmp_path / ("plus" if form.startswith("+") else "bare")
+        sweep("-m", form, "scaling.alpha=1.2", "scaling.beta=1.1,1.15,1.2", "seed=0", "--plan-only",
+              "hydra.sweeper.estimate=false", out=out)
+        ids[form] = sorted((line["status"], line["dirname"], line["ids"].get("trial_id"))
+                           for line in plan_lines(out / "sweeps/compound_grid"))
+    assert len(ids["sweep=compound_grid"]) == 3 and ids["sweep=compound_grid"] == ids["+sweep=compound_grid"]
+    assert [status for status, _, _ in ids["sweep=compound_grid"]].count("run") == 2, ids  # β = 1.1 is off cost
+
+
 # ---- 2. --plan-only without -m ---- #
 
 def test_plan_only_of_one_trial_prints_its_plan_and_trains_nothing(out):

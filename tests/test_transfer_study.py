@@ -25,8 +25,8 @@ def test_transfer_study_end_to_end(out, tmp_path):
     names = sorted(p.stem for p in (conf / "transfer").glob("*.yaml"))
     assert names == sorted(["baseline_phi0"] + [f"{s}_phi2" for s in ("selected", "paper", "uniform", "depth",
                                                                        "width", "resolution")])
-    sweep("-m", "+sweep=transfer", f"hydra.searchpath=[file://{conf}]", "seed=0",
-          "+transfer=" + ",".join(names), *TINY, out=out)
+    sweep("-m", "sweep=transfer", f"hydra.searchpath=[file://{conf}]", "seed=0",
+          "transfer=" + ",".join(names), *TINY, out=out)
     recs = {r["strategy"]: r for r in records(out / "sweeps/transfer").values()}
     assert set(recs) == {"baseline", "selected", "paper", "uniform", "depth", "width", "resolution"}
     assert recs["baseline"]["method"] == "baseline" and recs["baseline"]["flops"] == recs["depth"]["base_flops"]

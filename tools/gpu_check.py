@@ -230,7 +230,7 @@ def probe(table: Table, cuda: bool, out: Path) -> None:
     if cuda:
         root = _image_folder(out / "imagefolder")
         cases.append(("paper B0, 224 px", "probe_paper.json",
-                      ["+preset=paper", f"data.root={root}", "data.val_images=1", "scaling.phi=0"]))
+                      ["preset=paper", f"data.root={root}", "data.val_images=1", "scaling.phi=0"]))
     for name, file, overrides in cases:
         path = out / file
         try:  # the probe command, in this process

@@ -4,7 +4,7 @@
         --phi 2 --out reports/transfer/conf [HYDRA OVERRIDES ...]
 
 For each φ it writes `<out>/transfer/<strategy>_phi<φ>.yaml`, selected with
-`python sweep.py -m hydra.searchpath=[file://<out>] +transfer=<strategy>_phi2,... +sweep=transfer`:
+`python sweep.py -m hydra.searchpath=[file://<out>] transfer=<strategy>_phi2,... sweep=transfer`:
 - selected: the fit's selected point (read through `scaling.from_fit`, so the record keeps the file);
 - paper: (1.2, 1.1, 1.15); uniform: α = β² = γ² = 2^(1/3); star: analysis.star's prediction;
 - depth, width, resolution: single-dimension models whose FLOPs, counted on the built network
@@ -12,7 +12,7 @@ For each φ it writes `<out>/transfer/<strategy>_phi<φ>.yaml`, selected with
 - baseline (`baseline_phi0`): the unscaled model, where every strategy's curve starts.
 The single-dimension models at φ = 1 and 2 are also the star sweep's levels (analysis.star), so
 `make transfer` trains them once for both.
-The baseline and model come from the same overrides the sweep gets (e.g. train=demo, +preset=paper).
+The baseline and model come from the same overrides the sweep gets (e.g. train=demo, preset=paper).
 """
 
 from __future__ import annotations

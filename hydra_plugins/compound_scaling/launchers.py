@@ -13,8 +13,8 @@ only where a study needs it:
 - progress: trials done, running, failed and left, elapsed time and an estimate of time left;
 - local: trial processes preload tcmalloc where installed (`allocator`), about 5-9% more images/s
   on small CPU models than glibc malloc (make bench); it changes no number a trial computes.
-Key handling follows the plugin's own dataclasses. Requeue (preemption, timeout, `scontrol
-requeue`) reruns the same trial, which resumes from its epoch checkpoint.
+Key handling follows the plugin's own dataclasses; ours extend them in config.py. Requeue (preemption,
+timeout, `scontrol requeue`) reruns the same trial, which resumes from its epoch checkpoint.
 """
 
 
@@ -24,17 +24,16 @@ import os
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides, run_job, setup_globals
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQueueConf, SlurmQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import open_dict
 
+from hydra_plugins.compound_scaling.config import KNOWN_LAUNCHERS, SlurmConf
 from scaling import allocator
 
 log = logging.getLogger(__name__)
@@ -332,49 +331,22 @@ class SlurmLauncher(_Launcher):
         return _SlurmWatch(float(SlurmConf.unknown_timeout_s if timeout is None else timeout))
 
 
-# ---- configs: the plugin's typed schemas, extended, under our own names ---- #
-
-
-@dataclass
-class LocalConf(LocalQueueConf):
-    """`hydra/launcher=local`: local processes, at most max_parallel at once."""
-
-    _target_: str = "hydra_plugins.compound_scaling.launchers.LocalLauncher"
-    max_parallel: int = 1  # trials at once; keep max_parallel * cpus_per_task <= cores
-    cpus_per_task: int | None = 2  # torch threads per trial
-    timeout_min: int = 120
-    stderr_to_stdout: bool = True
-    poll_s: float = 1.0  # seconds between status checks
-    warm: bool = False  # one long-lived process per slot runs trial after trial (no per-trial start-up)
-    allocator: str | None = "tcmalloc"  # preloaded malloc of trial processes where installed; or default
-
-
-@dataclass
-class SlurmConf(SlurmQueueConf):
-    """`hydra/launcher=slurm`: one job array; requeued trials resume from their checkpoints."""
-
-    _target_: str = "hydra_plugins.compound_scaling.launchers.SlurmLauncher"
-    cpus_per_task: int | None = 2
-    mem_gb: int | None = 4
-    array_parallelism: int = 64  # concurrent array tasks
-    max_num_timeout: int = 3  # requeues on timeout; safe because trials resume
-    signal_delay_s: int = 60  # USR2 this long before the time limit, then requeue
-    stderr_to_stdout: bool = True
-    setup: list[str] | None = None  # shell lines before srun, e.g. ["source .venv/bin/activate"]
-    additional_parameters: dict[str, Any] = field(default_factory=dict)  # other sbatch flags
-    poll_s: float = 5.0  # seconds between forced sacct checks
-    unknown_timeout_s: float = 600.0  # seconds a job may go without a state (sacct missing or broken, and
-    # squeue not listing it) before it is given up on: scancel, and a failed record naming sacct
-
-
-CONFS = {"local": LocalConf, "slurm": SlurmConf, "submitit_local": LocalQueueConf, "submitit_slurm": SlurmQueueConf}
-
-
-def register() -> None:
-    """Register `hydra/launcher=local` and `=slurm` (Hydra imports this module on plugin discovery)."""
-    cs = ConfigStore.instance()
-    cs.store(group="hydra/launcher", name="local", node=LocalConf, provider="compound_scaling")
-    cs.store(group="hydra/launcher", name="slurm", node=SlurmConf, provider="compound_scaling")
-
-
-register()
+def command_line_error(args: list[str]) -> str | None:
+    """What is wrong with the command line's `hydra.launcher.KEY=...` for the chosen `hydra/launcher=`: a key
+    that launcher does not have (naming the allowed ones) or a bad allocator; None when nothing is. Checked
+    before Hydra composes, whose own error would not name the allowed keys."""
+    chosen = [a.split("=", 1)[1] for a in args if a.lstrip("+~").startswith("hydra/launcher=")]
+    conf = KNOWN_LAUNCHERS.get(chosen[-1]) if chosen else None
+    if conf is None:
+        return None
+    allowed = sorted(f.name for f in dataclasses.fields(conf) if not f.name.startswith("_"))
+    for a in args:
+        key = a.lstrip("+~").split("=", 1)[0]
+        if key.startswith("hydra.launcher.") and key.split(".")[2] not in allowed:
+            return f"{key} is not a setting of hydra/launcher={chosen[-1]}; allowed: {', '.join(allowed)}"
+        if key == "hydra.launcher.allocator":
+            try:
+                allocator.library(a.split("=", 1)[1])
+            except ValueError as err:
+                return str(err)
+    return None

@@ -1,4 +1,5 @@
-"""Sweepers that plan before they launch: `hydra/sweeper=grid` (the default) and `hydra/sweeper=race`.
+"""Sweepers that plan before they launch: `hydra/sweeper=grid` (the default, GridSweeper) and
+`hydra/sweeper=race` (RaceSweeper, a GridSweeper that launches in rounds); their schemas are in config.py.
 
 Both expand the command line and `hydra.sweeper.params` into a cartesian grid, compose every point
 with Hydra's own config loader, and resolve it (scaling/plan.py): coefficients, rounding, the
@@ -26,11 +27,10 @@ import json
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn
@@ -38,6 +38,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.compound_scaling.config import RaceConf
 from scaling import record
 from scaling.coefficients import ScalingError
 
@@ -45,37 +46,6 @@ log = logging.getLogger(__name__)
 
 
 DEFAULT_MAX_SEEDS = 6  # the race's seed cap when neither max_seeds nor a seed= list sets it
-
-
-@dataclass
-class RaceConf:
-    max_seeds: int | None = None  # seed cap per point (null: the length of a seed=a,b,c list, else 6)
-    initial_seeds: int = 2  # seeds every point runs in round 1
-    seeds_per_round: int = 1  # seeds added to each survivor per round
-    first_seed: int = 0  # without seed=a,b,c the race's seeds are first_seed .. first_seed + max_seeds - 1
-    budget_trials: int | None = None  # stop when this many trials have run
-    budget_seconds: float | None = None  # stop when this many training seconds are spent
-    practical_difference: float = 0.0  # stop when the survivors lie within this many points
-
-
-@dataclass
-class GridSweeperConf:
-    _target_: str = "hydra_plugins.compound_scaling.sweeper.PlanSweeper"
-    max_batch_size: int | None = None  # trials per launch (null: all at once)
-    params: dict[str, str] | None = None  # the grid, as in Hydra's basic sweeper
-    plan_only: bool = False  # print and write the plan, launch nothing
-    mode: str = "grid"
-    # the plan's estimated time per trial (scaling/cost.py): a probe of each network's trial step here, unless
-    estimate: bool = True  # false: no probe (estimates only from images_per_second or probe)
-    images_per_second: float | None = None  # training images/s of one baseline (d = w = r = 1) trial on the
-    # trials' device (all its processes), scaled to other networks by activations per image; null: probe
-    probe: str | None = None  # a probe file written on the trials' device (python -m scaling.cost --probe ...)
-
-
-@dataclass
-class RaceSweeperConf(GridSweeperConf):
-    mode: str = "race"
-    race: RaceConf = field(default_factory=RaceConf)
 
 
 @dataclass
@@ -137,18 +107,17 @@ def check_race(r: Any, cap_name: str, cap: int) -> None:
                            "(top-1 points)")
 
 
-class PlanSweeper(Sweeper):
-    """Cartesian grid -> plan (resolved, deduplicated, filtered) -> launch: all at once, or as a race."""
+class GridSweeper(Sweeper):
+    """`hydra/sweeper=grid`: cartesian grid -> plan (resolved, deduplicated, filtered) -> launch every trial."""
+
+    mode = "grid"  # timing.jsonl's `mode`
 
     def __init__(self, max_batch_size: int | None = None, params: dict | None = None, plan_only: bool = False,
-                 mode: str = "grid", race: Any = None, estimate: bool = True, images_per_second: float | None = None,
-                 probe: str | None = None) -> None:
+                 estimate: bool = True, images_per_second: float | None = None, probe: str | None = None) -> None:
         self.max_batch_size = max_batch_size
         self.estimator_args = {"images_per_second": images_per_second, "probe_file": probe, "estimate": estimate}
         self.params = params or {}
         self.plan_only = plan_only
-        self.mode = mode
-        self.race = race
         self.config: DictConfig | None = None
         self.launcher = None
         self.hydra_context: HydraContext | None = None
@@ -174,20 +143,6 @@ class PlanSweeper(Sweeper):
             else:
                 axes[key] = [f"{key}={o.get_value_element_as_str()}"]
         return [list(p) for p in itertools.product(*axes.values())]
-
-    def _seed_list(self, arguments: list[str]) -> list[int] | None:
-        """The seeds of a `seed=...` on the command line, in the order given (None when there is none)."""
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        found = [o for o in parser.parse_overrides(list(arguments)) if o.get_key_element() == "seed"]
-        if not found:
-            return None
-        o = found[-1]
-        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
-        try:
-            return [int(v) for v in values]
-        except ValueError:
-            raise ScalingError(f"seed={','.join(values)}: not an integer list; allowed: seed=a,b,c "
-                               "(integers, the race's seeds in order)") from None
 
     def _compose(self, overrides: list[str]) -> DictConfig:
         return self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
@@ -237,32 +192,38 @@ class PlanSweeper(Sweeper):
         try:
             return self._sweep(arguments)
         finally:
-            if not self.plan_only:  # wall time of this invocation, for make bench's training fraction
-                slots = OmegaConf.select(self.config, "hydra.launcher.max_parallel", default=None)
-                line = {"started": _iso(started), "finished": _iso(time.time()), "started_s": started,
-                        "finished_s": time.time(), "slots": slots or 1, "mode": self.mode}
-                with open(self.sweep_dir / "timing.jsonl", "a") as f:
-                    f.write(json.dumps(line) + "\n")
+            if not self.plan_only:
+                self._log_timing(started)
+
+    def _log_timing(self, started: float) -> None:
+        """One line per launching invocation in `timing.jsonl` (docs/records.md): its wall time and slots, a
+        record of every sweep's launches (make bench reads the demo's for its training fraction)."""
+        slots = OmegaConf.select(self.config, "hydra.launcher.max_parallel", default=None)
+        line = {"started": _iso(started), "finished": _iso(time.time()), "started_s": started,
+                "finished_s": time.time(), "slots": slots or 1, "mode": self.mode}
+        with open(self.sweep_dir / "timing.jsonl", "a") as f:
+            f.write(json.dumps(line) + "\n")
 
     def _sweep(self, arguments: list[str]) -> Any:
+        """Run the study; bad settings or an unrunnable plan are one `error:` line, exit 2."""
         try:
-            grid = self._grid(arguments)
-            if self.mode == "race":
-                seeds = race_seeds(self.race, self._seed_list(arguments))  # before planning: bad settings fail fast
-                return self._race(grid, seeds)
-            points = self._plan(grid)
-            self._write_plan(points)
-            runnable = [p for p in points if p.status == "run"]
-            if not runnable:
-                raise ScalingError("scaling: no point of this sweep can run (every point is dropped, see the plan); "
-                                   "allowed: points with alpha*beta^2*gamma^2 within scaling.tolerance of "
-                                   "scaling.target and all coefficients >= 1")
-            if self.plan_only:
-                return []
-            returns = self._launch(points, 0)
+            return self._run(self._grid(arguments), arguments)
         except ScalingError as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(2)
+
+    def _run(self, grid: list[list[str]], arguments: list[str]) -> list[JobReturn]:
+        """Plan the grid, then launch every trial it keeps (nothing with plan_only)."""
+        points = self._plan(grid)
+        self._write_plan(points)
+        runnable = [p for p in points if p.status == "run"]
+        if not runnable:
+            raise ScalingError("scaling: no point of this sweep can run (every point is dropped, see the plan); "
+                               "allowed: points with alpha*beta^2*gamma^2 within scaling.tolerance of "
+                               "scaling.target and all coefficients >= 1")
+        if self.plan_only:
+            return []
+        returns = self._launch(points, 0)
         self._summary(points)
         return returns
 
@@ -285,7 +246,34 @@ class PlanSweeper(Sweeper):
             print("rerun the same command to retry (finished trials are skipped)", file=sys.stderr, flush=True)
             sys.exit(1)
 
-    # ---- the race ---- #
+
+class RaceSweeper(GridSweeper):
+    """`hydra/sweeper=race`: the grid's φ = 1 points in rounds of shared seeds (analysis/race.py); the
+    records on disk are its state."""
+
+    mode = "race"
+
+    def __init__(self, race: Any = None, **grid: Any) -> None:
+        super().__init__(**grid)
+        self.race = race if race is not None else RaceConf()
+
+    def _run(self, grid: list[list[str]], arguments: list[str]) -> list[JobReturn]:
+        seeds = race_seeds(self.race, self._seed_list(arguments))  # before planning: bad settings fail fast
+        return self._race(grid, seeds)
+
+    def _seed_list(self, arguments: list[str]) -> list[int] | None:
+        """The seeds of a `seed=...` on the command line, in the order given (None when there is none)."""
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        found = [o for o in parser.parse_overrides(list(arguments)) if o.get_key_element() == "seed"]
+        if not found:
+            return None
+        o = found[-1]
+        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+        try:
+            return [int(v) for v in values]
+        except ValueError:
+            raise ScalingError(f"seed={','.join(values)}: not an integer list; allowed: seed=a,b,c "
+                               "(integers, the race's seeds in order)") from None
 
     def _race(self, grid: list[list[str]], seeds: RaceSeeds) -> list[JobReturn]:
         """Rounds of shared seeds over the grid's points; the records on disk are the state."""
@@ -356,15 +344,3 @@ def longest_first(activations: int | None, flops: int | None) -> tuple:
 
 def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(t))
-
-
-def register() -> None:
-    """Register `hydra/sweeper=grid` and `hydra/sweeper=race` (Hydra imports this module on plugin discovery)."""
-    cs = ConfigStore.instance()
-    cs.store(group="hydra/sweeper", name="grid", node=GridSweeperConf, provider="compound_scaling")
-    cs.store(group="hydra/sweeper", name="race", node=RaceSweeperConf, provider="compound_scaling")
-
-
-register()
-
-

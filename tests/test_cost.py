@@ -182,7 +182,8 @@ def test_estimate_matches_the_recorded_training_time(out, capsys):
     try:
         sweep("-m", "+sweep=compound_grid", "scaling.alpha=1.0", "scaling.beta=1.15,1.2", "seed=0", "train=quick",
               "data=synthetic", "logger=none", "train.train_images=1472", "train.val_images=200",
-              "hydra/launcher=local", "hydra.launcher.cpus_per_task=1", "hydra.launcher.max_parallel=2", out=out)
+              "hydra/launcher=local", "hydra.launcher.cpus_per_task=1", "hydra.launcher.max_parallel=2",
+              "hydra.sweeper.estimate=true", out=out)
     finally:
         load.stop.set()
     folder = out / "sweeps/compound_grid"

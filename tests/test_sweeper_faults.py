@@ -20,7 +20,8 @@ RACE = ["-m", "hydra/sweeper=race", "scaling.alpha=1.0,1.4", "scaling.beta=1.0"]
 
 
 def _cmd(*args: str, out) -> list[str]:
-    return [sys.executable, "sweep.py", *args, f"paths.output_dir={out}", "train.progress=false"]
+    probe = [] if any(a.startswith("hydra.sweeper.estimate") for a in args) else ["hydra.sweeper.estimate=false"]
+    return [sys.executable, "sweep.py", *args, *probe, f"paths.output_dir={out}", "train.progress=false"]
 
 
 def _alphas(folder) -> list[float]:

@@ -216,7 +216,7 @@ def test_a_plan_with_no_runnable_point_is_one_line_and_exit_2(out):
 
 
 def test_plan_only_prints_the_plan_and_trains_nothing(out):
-    proc = sweep("-m", "sweep=compound_grid", "--plan-only", out=out)
+    proc = sweep("-m", "sweep=compound_grid", "--plan-only", "hydra.sweeper.estimate=true", out=out)
     # 3 α x 5 β x 2 seeds; with γ matched on counted FLOPs, 7 (α, β) points land within 5% of 2x the
     # baseline's cost; the rest are dropped, each with its reason
     assert "plan: 30 points -> 14 trials to run, 16 dropped" in proc.stdout, proc.stdout

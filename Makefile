@@ -106,7 +106,7 @@ TARGET_PHIS := $(subst $(comma), ,$(TRANSFER_PHIS))
 # target φ the table's rows and the star sweep's upper levels
 SINGLES := baseline_phi0 $(foreach p,1 $(TARGET_PHIS),depth_phi$(p) width_phi$(p) resolution_phi$(p))
 COMPOUNDS := $(foreach p,$(if $(PHI1),1) $(TARGET_PHIS),selected_phi$(p) paper_phi$(p) uniform_phi$(p) star_phi$(p))
-STRATEGY_FILES = $(PY) -m tools.transfer --fit $(REPORTS)/demo/fit.json --phi 1,$(TRANSFER_PHIS) \
+STRATEGY_FILES = $(PY) -m tools.strategies --fit $(REPORTS)/demo/fit.json --phi 1,$(TRANSFER_PHIS) \
   --only-seeds 1:$(STAR_SEEDS) --out $(TRANSFER)/conf
 transfer: install  ## after demo: do the chosen coefficients beat single dimensions at equal measured cost? -> reports/transfer
 	@test -f $(REPORTS)/demo/fit.json || { echo "error: $(REPORTS)/demo/fit.json not found; run 'make demo' first" >&2; exit 2; }

@@ -99,13 +99,13 @@ def test_a_plan_that_does_not_say_the_strategy_keeps_the_runners_label_and_says_
 
 @pytest.mark.slow
 def test_real_plan_of_a_transfer_study_keeps_every_strategy(tmp_path):
-    """The real planner on strategy files in tools.transfer's format: the plan line says its strategy."""
+    """The real planner on strategy files in tools.strategies's format: the plan line says its strategy."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
     from scaling import config
-    from tools import transfer as strategy_files
+    from tools import strategies as strategy_files
 
     conf, fit = tmp_path / "conf", tmp_path / "fit.json"
     fit.write_text(json.dumps({"selected": dict(zip(("alpha", "beta", "gamma"), PAPER))}))

@@ -10,7 +10,7 @@ scaling` or `make`. Each runs for real, without training anything:
 - paper-sized commands (`preset=paper`) are composed only (`--cfg job`, without -m): planning full B0 at
   224-300 px on this CPU takes over ten minutes.
 A placeholder ImageNet path (`/path/to/imagenet`) becomes a small generated ImageFolder, and the transfer
-study's strategy files are written first by the docs' own `python -m tools.transfer` command.
+study's strategy files are written first by the docs' own `python -m tools.strategies` command.
 """
 
 from __future__ import annotations
@@ -201,8 +201,8 @@ def workdir(tmp_path_factory) -> Path:
 
 
 def strategy_files(work: Path) -> None:
-    """Write the transfer study's strategy configs with the docs' own `python -m tools.transfer` command."""
-    for command in of_kind("python -m tools.transfer"):
+    """Write the transfer study's strategy configs with the docs' own `python -m tools.strategies` command."""
+    for command in of_kind("python -m tools.strategies"):
         proc = run(tokens(command, work), work)
         assert proc.returncode == 0, explain(proc, command)
 

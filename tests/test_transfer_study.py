@@ -20,7 +20,7 @@ def test_transfer_study_end_to_end(out, tmp_path):
     fit = tmp_path / "fit.json"
     fit.write_text(json.dumps({"selected": {"alpha": 1.0, "beta": 1.1, "gamma": 1.2856, "rule": "highest_mean"}}))
     conf = tmp_path / "conf"
-    subprocess.run([sys.executable, "-m", "tools.transfer", "--fit", str(fit), "--phi", "2", "--out", str(conf),
+    subprocess.run([sys.executable, "-m", "tools.strategies", "--fit", str(fit), "--phi", "2", "--out", str(conf),
                     "train=quick"], cwd=ROOT, check=True, capture_output=True, text=True)
     names = sorted(p.stem for p in (conf / "transfer").glob("*.yaml"))
     assert names == sorted(["baseline_phi0"] + [f"{s}_phi2" for s in ("selected", "paper", "uniform", "depth",

@@ -1,6 +1,6 @@
 """The cost-matched single-dimension models of one compound point, as JSON (scaling/matching.py).
 
-    python -m tools.matching --alpha 1.2 --beta 1.1 --gamma 1.15 --phi 2 [--native-size 28]
+    python -m tools.equal_cost --alpha 1.2 --beta 1.1 --gamma 1.15 --phi 2 [--native-size 28]
 """
 
 from __future__ import annotations

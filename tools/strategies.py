@@ -1,6 +1,6 @@
 """Write the transfer study's strategies as Hydra configs: one file per strategy and φ.
 
-    python -m tools.transfer --fit reports/demo/fit.json --star reports/transfer/star.json \
+    python -m tools.strategies --fit reports/demo/fit.json --star reports/transfer/star.json \
         --phi 2 --out reports/transfer/conf [HYDRA OVERRIDES ...]
 
 For each φ it writes `<out>/transfer/<strategy>_phi<φ>.yaml`, selected with
@@ -34,7 +34,7 @@ UNIFORM = (2 ** (1 / 3), 2 ** (1 / 6), 2 ** (1 / 6))  # α = β² = γ² = 2^(1/
 
 
 def _yaml(strategy: str, phi: float, scaling: dict, note: str, only_seeds: list[int] | None = None) -> str:
-    lines = ["# @package _global_", f"# transfer study: {note} (written by tools/transfer.py)",
+    lines = ["# @package _global_", f"# transfer study: {note} (written by tools/strategies.py)",
              f"strategy: {strategy}"]
     if only_seeds is not None:
         lines.append(f"only_seeds: {list(only_seeds)}  # other seeds of a sweep skip this strategy")

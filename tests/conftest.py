@@ -14,12 +14,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 
 
+def sweep_command(*args: str, out: Path) -> list[str]:
+    """`python sweep.py ARGS` writing under OUT, without the plan's throughput probe unless ARGS name
+    `hydra.sweeper.estimate`."""
+    probe = [] if any(a.startswith("hydra.sweeper.estimate") for a in args) else ["hydra.sweeper.estimate=false"]
+    return [sys.executable, "sweep.py", *args, *probe, f"paths.output_dir={out}", "train.progress=false"]
+
+
 def sweep(*args: str, out: Path, check: bool = True, env: dict | None = None, timeout: int = 600):
     """Run `python sweep.py ARGS paths.output_dir=OUT` from the repo root; return the process. The plan's time
     estimate probes each network's trial step; tests that do not name `hydra.sweeper.estimate` skip that probe
     (test_cost and the plan-only test turn it on)."""
-    probe = [] if any(a.startswith("hydra.sweeper.estimate") for a in args) else ["hydra.sweeper.estimate=false"]
-    cmd = [sys.executable, "sweep.py", *args, *probe, f"paths.output_dir={out}", "train.progress=false"]
+    cmd = sweep_command(*args, out=out)
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
     if check and proc.returncode != 0:

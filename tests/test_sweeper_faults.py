@@ -5,12 +5,11 @@ import fcntl
 import json
 import os
 import subprocess
-import sys
 import time
 
 import pandas as pd
 import pytest
-from conftest import ROOT, plan_lines, records, sweep
+from conftest import ROOT, plan_lines, records, sweep, sweep_command
 
 from analysis.metrics import CHOICE
 from analysis.race import decide
@@ -20,8 +19,7 @@ RACE = ["-m", "hydra/sweeper=race", "scaling.alpha=1.0,1.4", "scaling.beta=1.0"]
 
 
 def _cmd(*args: str, out) -> list[str]:
-    probe = [] if any(a.startswith("hydra.sweeper.estimate") for a in args) else ["hydra.sweeper.estimate=false"]
-    return [sys.executable, "sweep.py", *args, *probe, f"paths.output_dir={out}", "train.progress=false"]
+    return sweep_command(*args, out=out)
 
 
 def _alphas(folder) -> list[float]:

@@ -11,8 +11,9 @@ the race can take (Bonferroni over rounds): repeated looks at the same data woul
 true best be dropped more often than `level` (in simulation, 15% of the time when all points tie
 and each round tests at 5%). Comparisons use each point's own noise where it is larger than the
 pooled one (stats.mcb), so a noisy best, or one whose seed collapsed, is not dropped for it: over
-1,000 simulated races with all points tied, the noisy best was dropped 3.0–5.6% of the time at a
-seed cap of 3, 6 or 8 (one pooled σ: 11–21%), a collapsed one ≤ 0.6% (pooled: 11–13%).
+4,000 simulated races per scenario with all points tied (`python tests/test_noise_scenarios.py`), the
+noisy best was dropped 3.7–5.1% of the time at a seed cap of 3, 6 or 8 (s.e. 0.35%; the race's level is
+5%; with one pooled σ, 11–21% over 1,000), a collapsed one ≤ 0.5% (pooled: 11–13%).
 
 The records are the state. decide() replays every round from the records alone (the round is the
 number of seed rounds the survivors have completed), so the same records always give the same

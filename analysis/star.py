@@ -13,7 +13,7 @@ dimension, and reads the compute-optimal shape off the fitted laws. Here, per di
   EfficientNet Eq. 3), a least-squares slope through the origin;
 - the coefficients split the compute of one φ step: α = T^s_d, β = T^s_w, γ = T^s_r with
   s_d + 2·s_w + 2·s_r = 1 (α·β²·γ² = T, T = 2), chosen to maximise Σ_k gain_k(e_k·s_k·ln T).
-  EfficientNet's (1.2, 1.1, 1.15) are the shares s = (0.26, 0.14, 0.20) (reference/statistics.md).
+  EfficientNet's (1.2, 1.1, 1.15) are the shares s = (0.26, 0.14, 0.20) (ln 1.2 / ln 2, ln 1.1 / ln 2, ln 1.15 / ln 2).
 
 What 2–3 levels per dimension support: with the baseline plus two levels the quadratic passes
 through the level means (nothing is left to test its shape); with one level only the slope is

@@ -38,14 +38,14 @@ from analysis.cli import AnalysisError, one_line_errors, warn
 from analysis.common import load
 from analysis.frame import check
 from analysis.metrics import CHOICE, METHODS, METRICS, REPORT
-from scaling.coefficients import COST_TOLERANCE, DIMENSIONS  # no torch; COST_TOLERANCE: equal cost
+from scaling.coefficients import COST_TOLERANCE, DIMENSIONS, PAPER_B0  # no torch; COST_TOLERANCE: equal cost
 from scaling.record import write_text_atomic  # no torch
 
 COMPOUND = ("selected", "paper", "star", "uniform")
 STRATEGIES = {  # table and legend order: label, colour
     "baseline": ("Baseline (φ = 0)", "black"),
     "selected": ("Compound, fitted α, β, γ", METHODS["compound"][1]),
-    "paper": ("Compound, paper α, β, γ (1.2, 1.1, 1.15)", "tab:purple"),
+    "paper": (f"Compound, paper α, β, γ {PAPER_B0}", "tab:purple"),
     "star": ("Compound, star-sweep prediction", "tab:brown"),
     "uniform": ("Uniform, α = β² = γ² = 2^(1/3)", "tab:gray"),
     **{d: (f"{METHODS[d][0]}, cost-matched", METHODS[d][1]) for d in DIMENSIONS},

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 DEFAULT_TARGET = 2.0  # α·β²·γ² target (paper §3.3)
 PRODUCT_TOLERANCE = 0.1  # |α·β²·γ² − target| on the constraint; NNI's recipe (examples/trials/efficientnet)
 COST_TOLERANCE = 0.05  # |counted FLOPs / target FLOPs − 1| counted as equal cost (paper Table 3: 1.1B–1.3B)
+PAPER_B0 = (1.2, 1.1, 1.15)  # EfficientNet §4: α, β, γ found for B0
 DIMENSIONS = ("depth", "width", "resolution")  # what compound scaling scales (paper §3.3), in Multipliers' order
 
 
@@ -26,6 +27,11 @@ class Multipliers:
     depth: float
     width: float
     resolution: float
+
+    @classmethod
+    def of(cls, point: dict) -> Multipliers:
+        """The multipliers a plan line's point holds (depth_mult, width_mult, resolution_mult)."""
+        return cls(point["depth_mult"], point["width_mult"], point["resolution_mult"])
 
     @property
     def flops_factor(self) -> float:

@@ -128,7 +128,7 @@ def split_sizes(cfg_data, has_test: bool = True) -> tuple[int, int]:
 
 
 def work(cfg, world: int = 1, has_test: bool = True) -> Work:
-    """The images a trial of `cfg` trains on and scores (scaling/trial.py `fit`)."""
+    """The images a trial of `cfg` trains on and scores (scaling/trial.py `train_epochs`)."""
     t, held = cfg.train, cfg.data.val_images
     pool, test = split_sizes(cfg.data, has_test)
     n = max(0, min(t.train_images or pool, pool - held))  # (a pool smaller than the held-out split fails the trial)
@@ -170,10 +170,6 @@ def oversubscribed(cfg, world: int, trials: int) -> float:
     return max(1.0, min(int(slots), trials) * world * threads(cfg) / len(os.sched_getaffinity(0)))
 
 
-def _multipliers(point: dict[str, Any]) -> Multipliers:
-    return Multipliers(point["depth_mult"], point["width_mult"], point["resolution_mult"])
-
-
 def probe(cfg, planned, world: int = 1) -> dict[str, Any]:
     """Time the real trial step of `planned`'s network here (one process, its shard of the batch, the job's
     threads), then its scoring pass; images/s of one process. The caller's RNG and thread count are kept."""
@@ -193,7 +189,7 @@ def probe(cfg, planned, world: int = 1) -> dict[str, Any]:
         torch.set_num_threads(n)
         with torch.random.fork_rng(devices=[]):
             in_chans, classes = data.shape_of(cfg.data)
-            built, px = plan.build_scaled(cfg, _multipliers(planned.point), in_chans, classes)
+            built, px = plan.build_scaled(cfg, Multipliers.of(planned.point), in_chans, classes)
             model = built.model.to(device, memory_format=fmt).train()
             opt = recipe.optimizer(model, t)
             ema = None

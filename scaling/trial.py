@@ -23,7 +23,7 @@ from torch import nn
 
 from scaling import allocator, distributed, recipe, record
 from scaling import data as datasets
-from scaling.coefficients import ScalingError
+from scaling.coefficients import Multipliers, ScalingError
 from scaling.logger import TrialLogger
 from scaling.plan import Planned, build_scaled
 
@@ -325,7 +325,7 @@ def run(cfg, trial_dir: Path, planned: Planned, started: float | None = None,
         torch.set_num_threads(threads)
         torch.manual_seed(cfg.seed)
         data = datasets.load(cfg.data, cfg.paths.data_dir)
-        built, px = build_scaled(cfg, _multipliers(p), data.in_chans, data.num_classes)
+        built, px = build_scaled(cfg, Multipliers.of(p), data.in_chans, data.num_classes)
         rec.update(threads=threads, allocator=allocator.in_use())
         log.info("%s d=%.3f w=%.3f r=%.3f -> %d px, depths %s, widths %s, %.2fM params, %.1fM MACs",
                  cfg.model.name, p["depth_mult"], p["width_mult"], p["resolution_mult"], px, built.stage_depths,
@@ -374,9 +374,3 @@ def write_record(path: Path, rec: dict[str, Any]) -> dict[str, Any]:
                                           f"{type(err).__name__}: {err}{before}")
         log.error("%s", rec["error"])
     return rec
-
-
-def _multipliers(point: dict[str, Any]):
-    from scaling.coefficients import Multipliers
-
-    return Multipliers(point["depth_mult"], point["width_mult"], point["resolution_mult"])

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,13 @@ def trial_dirs(folder: Path, launch_order: bool = False) -> list[Path]:
         if line["status"] == "run":
             seen.setdefault(Path(folder) / line["dirname"], None)
     return list(seen)
+
+
+def wait_for(predicate, timeout: float = 300, what: str = "condition") -> None:
+    """Poll `predicate` every 0.2 s until it is true; fail the test naming `what` after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")

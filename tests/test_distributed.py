@@ -21,7 +21,7 @@ from pathlib import Path
 import distributed_worker
 import pytest
 import wandb_offline
-from conftest import ROOT, records, sweep, trial_dirs
+from conftest import ROOT, records, sweep, trial_dirs, wait_for
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
@@ -171,27 +171,18 @@ def _rank_pid(rank0_pid: int, rank: int) -> int:
     return pid
 
 
-def _wait_for(predicate, timeout=300, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.slow
 def test_killed_rank_fails_the_trial_naming_it_and_rerun_resumes(out):
     args = ["-m", *TINY, "train.train_images=1024", "train.epochs=2", *LOCAL, "hydra.launcher.tasks_per_node=2"]
     cmd = [sys.executable, "sweep.py", *args, f"paths.output_dir={out}", "train.progress=false"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait_for(lambda: list(out.rglob("checkpoint.pt")), what="the epoch 1 checkpoint")
+    wait_for(lambda: list(out.rglob("checkpoint.pt")), what="the epoch 1 checkpoint")
     (trial,) = trial_dirs(out / "sweeps/adhoc")
     rank1 = _rank_pid(json.loads((trial / "claim.lock").read_text())["pid"], 1)
     time.sleep(1.0)  # into epoch 2
     os.kill(rank1, signal.SIGKILL)
     killed = time.time()
-    _wait_for(lambda: (trial / "result.json").exists(), timeout=60, what="a failed record within the timeout")
+    wait_for(lambda: (trial / "result.json").exists(), timeout=60, what="a failed record within the timeout")
     noticed = time.time() - killed
     output = proc.communicate(timeout=300)[0]
     assert proc.returncode != 0, output[-3000:]

@@ -1,6 +1,6 @@
 """The confidence set for the best, tested by simulation: plant a truth, add known noise, count.
 
-Noise as measured (reference/statistics.md): seed effects shared across points (same seed, same data
+Noise as measured on the demo (docs/results/demo.md): seed effects shared across points (same seed, same data
 order), independent run noise σ, and occasional outlier runs that lose 8 points. 1,000 studies per
 setting share one design, so the statistic runs on all of them at once. The choice is made on
 validation top-1 (metrics.CHOICE); the simulated studies write it there, and a test-split score beside it.

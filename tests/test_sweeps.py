@@ -5,10 +5,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
-from conftest import ROOT, plan_lines, records, sweep, trial_dirs
+from conftest import ROOT, plan_lines, records, sweep, trial_dirs, wait_for
 
 from analysis.collect import collect
 from analysis.plots import ok
@@ -23,15 +22,6 @@ def _sacct_state(job_id: str) -> str:
     out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", job_id],
                          capture_output=True, text=True, check=True).stdout.split()
     return out[0] if out else ""
-
-
-def _wait_for(predicate, timeout=180, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_alpha_sweep_plans_the_effective_grid_and_rerun_trains_nothing(out):
@@ -115,7 +105,7 @@ def test_warm_workers_run_trial_after_trial_and_survive_a_killed_worker(out):
             "hydra.launcher.cpus_per_task=1"]
     cmd = [sys.executable, "sweep.py", *args, f"paths.output_dir={out}", "train.progress=false"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait_for(lambda: list(out.rglob("checkpoint.pt")), what="a first checkpoint")
+    wait_for(lambda: list(out.rglob("checkpoint.pt")), what="a first checkpoint")
     (ckpt, *_) = list(out.rglob("checkpoint.pt"))
     owner = json.loads((ckpt.parent / "claim.lock").read_text())["pid"]
     os.kill(owner, signal.SIGKILL)  # as an OOM kill would
@@ -144,10 +134,10 @@ def test_killed_sweep_resumes_without_redoing_anything(out):
             "train.train_images=1536", "train.val_images=500"]
     cmd = [sys.executable, "sweep.py", *args, f"paths.output_dir={out}", "train.progress=false"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_for(lambda: (out / "sweeps/adhoc/plan.jsonl").exists(), what="the plan")
+    wait_for(lambda: (out / "sweeps/adhoc/plan.jsonl").exists(), what="the plan")
     dirs = trial_dirs(out / "sweeps/adhoc", launch_order=True)
     assert len(dirs) == 3
-    _wait_for(lambda: (dirs[1] / "checkpoint.pt").exists() or proc.poll() is not None, what="trial 2 epoch 1")
+    wait_for(lambda: (dirs[1] / "checkpoint.pt").exists() or proc.poll() is not None, what="trial 2 epoch 1")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert (dirs[0] / "result.json").exists() and not (dirs[1] / "result.json").exists()
@@ -170,7 +160,7 @@ def test_killed_race_reruns_to_the_same_decision_and_trains_nothing_twice(out):
             "hydra.sweeper.race.max_seeds=3", *TINY]
     cmd = [sys.executable, "sweep.py", *args, f"paths.output_dir={out}", "train.progress=false"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait_for(lambda: len(list(out.rglob("result.json"))) >= 3, timeout=300, what="3 records of round 1")
+    wait_for(lambda: len(list(out.rglob("result.json"))) >= 3, timeout=300, what="3 records of round 1")
     proc.kill()
     first = proc.communicate()[0]
     rerun = sweep(*args, out=out)
@@ -239,7 +229,7 @@ def test_slurm_sweep_runs_each_trial_as_a_slurm_job(out):
         assert flops_factor(r["alpha"], r["beta"], r["gamma"]) == pytest.approx(2.0)
         # accounting knows the job (it may still be finishing when its result is read)
         job = r["slurm_job_id"]
-        _wait_for(lambda job=job: _sacct_state(job) == "COMPLETED", timeout=60, what="sacct COMPLETED")
+        wait_for(lambda job=job: _sacct_state(job) == "COMPLETED", timeout=60, what="sacct COMPLETED")
     again = sweep("-m", "scaling.alpha=1.1,1.2,1.3", *TINY, *SLURM, out=out)
     assert "2 trial(s) already finished" in again.stdout and "\ntrain " not in again.stdout
 
@@ -249,9 +239,9 @@ def _slurm_long_trial(out, name):
             "train.val_images=500", *SLURM]
     cmd = [sys.executable, "sweep.py", *args, f"paths.output_dir={out}", "train.progress=false"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: (out / f"sweeps/{name}/plan.jsonl").exists(), what="the plan")
+    wait_for(lambda: (out / f"sweeps/{name}/plan.jsonl").exists(), what="the plan")
     (trial,) = trial_dirs(out / f"sweeps/{name}")
-    _wait_for(lambda: (trial / "checkpoint.pt").exists(), what="epoch 1 checkpoint")
+    wait_for(lambda: (trial / "checkpoint.pt").exists(), what="epoch 1 checkpoint")
     jobs = subprocess.run(["squeue", "-h", "-o", "%i", "-n", "sweep"], capture_output=True, text=True).stdout.split()
     assert len(jobs) == 1, jobs
     return proc, trial, jobs[0]
@@ -274,7 +264,7 @@ def test_requeued_job_resumes_from_its_checkpoint(out):
     proc, trial, job = _slurm_long_trial(out, "requeue")
     subprocess.run(["scontrol", "requeue", job], check=True)
     # SLURM holds a requeued job ~2 min (BeginTime); release it now to keep the test short
-    _wait_for(lambda: "PENDING" in subprocess.run(["squeue", "-h", "-o", "%T", "-j", job],
+    wait_for(lambda: "PENDING" in subprocess.run(["squeue", "-h", "-o", "%T", "-j", job],
                                                   capture_output=True, text=True).stdout, what="requeue")
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
     stdout, stderr = proc.communicate(timeout=300)

@@ -25,11 +25,10 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from scaling import config, matching, record
-from scaling.coefficients import COST_TOLERANCE, ScalingError, round_resolution
+from scaling.coefficients import COST_TOLERANCE, PAPER_B0, ScalingError, round_resolution
 from scaling.plan import from_fit
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-PAPER = (1.2, 1.1, 1.15)  # EfficientNet §4, B0
 UNIFORM = (2 ** (1 / 3), 2 ** (1 / 6), 2 ** (1 / 6))  # α = β² = γ² = 2^(1/3)
 
 
@@ -61,7 +60,7 @@ def write(fit_file: str, star_file: str | None, phis: list[float], out: Path, ov
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose("config", overrides=overrides)
     selected = from_fit(fit_file)
-    compounds = {"selected": (selected, "the fit's selected point"), "paper": (PAPER, "the paper's B0 coefficients"),
+    compounds = {"selected": (selected, "the fit's selected point"), "paper": (PAPER_B0, "the paper's B0 coefficients"),
                  "uniform": (UNIFORM, "a uniform split of compute, alpha = beta^2 = gamma^2")}
     if star_file:
         compounds["star"] = (star_coefficients(star_file), "the star-sweep prediction (analysis.star)")

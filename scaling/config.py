@@ -73,6 +73,7 @@ class DataConfig:
     resolution_multiple: int = 1  # scaled size is round(r0·r) to this multiple (pycls: 4)
     val_images: int = 5000  # held out of the training split, fixed by split_seed
     split_seed: int = 0  # fixes the validation split across trials and seeds
+    test_images: int | None = since(None)  # score a fixed seeded subset of the test split (quick checks); null: all
     hflip: bool = True  # random horizontal flips in training
     num_workers: int = runtime(0)  # DataLoader workers (imagefolder only)
 

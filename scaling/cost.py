@@ -131,6 +131,7 @@ def work(cfg, world: int = 1, has_test: bool = True) -> Work:
     """The images a trial of `cfg` trains on and scores (scaling/trial.py `train_epochs`)."""
     t, held = cfg.train, cfg.data.val_images
     pool, test = split_sizes(cfg.data, has_test)
+    test = min(test, getattr(cfg.data, "test_images", None) or test)
     n = max(0, min(t.train_images or pool, pool - held))  # (a pool smaller than the held-out split fails the trial)
     per_epoch = n - n % t.batch_size if n >= t.batch_size else n  # the ragged last batch is dropped
     monitored = min(t.val_images or held, held)

@@ -241,13 +241,24 @@ def load(cfg_data, data_dir: str) -> Data:
         test = synthetic(n=1000, size=cfg_data.native_size, seed=cfg_data.split_seed + 1)
     elif name == "imagefolder":
         train, val, test_split, classes = _imagefolder(cfg_data.root, cfg_data.val_images, cfg_data.split_seed)
-        return Data(name, train, val, classes, 3, *rgb, source=str(cfg_data.root), test=test_split)
+        return Data(name, train, val, classes, 3, *rgb, source=str(cfg_data.root),
+                    test=_test_subset(test_split, cfg_data))
     else:
         raise DataError(f"data.name={name!r} is unknown; allowed: fashion_mnist, cifar10, cifar100, "
                         "imagefolder, synthetic")
     train, val = _split(images, labels, cfg_data.val_images, cfg_data.split_seed)
     return Data(name, train, val, classes, train.images.shape[1], *stats, source=source,
-                test=_tensors(*test) if test is not None else None)
+                test=_test_subset(_tensors(*test), cfg_data) if test is not None else None)
+
+
+def _test_subset(test: Split | None, cfg_data) -> Split | None:
+    """The test split, or the `data.test_images` of it that a quick check scores (fixed by split_seed)."""
+    n = getattr(cfg_data, "test_images", None)
+    if test is None or n is None:
+        return test
+    if n < 1:
+        raise DataError(f"data.test_images={n}: allowed: a positive number of images, or null for all")
+    return subsample(test, n, cfg_data.split_seed)
 
 
 def subsample(split: Split, n: int | None, seed: int) -> Split:

@@ -6,12 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import wandb_offline
-from conftest import sweep
+from conftest import TINY, sweep
 from test_fit import planted
 
 from analysis import collect, plots, report
-
-TINY = ["train=quick", "logger=none", "train.epochs=1", "train.train_images=256", "train.val_images=500"]
 
 
 @pytest.fixture(scope="module")

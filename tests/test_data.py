@@ -50,6 +50,20 @@ def test_split_is_fixed_and_held_out():
     assert not (train[:, None, :] == a.val.images.flatten(1)[None, :50, :]).all(-1).any()
 
 
+def test_a_test_subset_is_fixed_and_counted_by_the_estimate():
+    """data.test_images (quick checks) scores a fixed seeded part of the test split; the cost estimate counts it."""
+    from scaling import cost
+
+    whole, a, b = (data.load(cfg(val_images=500, test_images=n), "x").test for n in (None, 1000, 1000))
+    assert len(whole) == 10_000 and len(a) == 1000 and torch.equal(a.images, b.images)
+    assert not torch.equal(a.images, whole.images[:1000])  # a shuffle, not the first 1,000 files
+    quick = OmegaConf.create({"data": OmegaConf.structured(DataConfig(test_images=1000)),
+                              "train": {"train_images": 256, "batch_size": 32, "epochs": 1, "val_images": 500}})
+    assert cost.work(quick).score_images == 500 + 5000 + 1000  # monitored, the held-out split, the test subset
+    with pytest.raises(data.DataError, match="data.test_images=0: allowed"):
+        data.load(cfg(test_images=0), "x")
+
+
 def test_prepare_resizes_and_normalises():
     d = data.load(cfg(val_images=500), "x")
     v = data.prepare(d.val, 24, d.mean, d.std)

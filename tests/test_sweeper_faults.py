@@ -9,12 +9,11 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import ROOT, plan_lines, records, sweep, sweep_command
+from conftest import ROOT, TINY, plan_lines, records, sweep, sweep_command
 
 from analysis.metrics import CHOICE
 from analysis.race import decide
 
-TINY = ["train=quick", "logger=none", "train.epochs=1", "train.train_images=256", "train.val_images=500"]
 RACE = ["-m", "hydra/sweeper=race", "scaling.alpha=1.0,1.4", "scaling.beta=1.0"]
 
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, plan_lines, records, sweep, trial_dirs, wait_for
+from conftest import ROOT, TINY, plan_lines, records, sweep, trial_dirs, wait_for
 
 from analysis.collect import collect
 from analysis.plots import ok
@@ -15,7 +15,6 @@ from scaling import allocator
 from scaling.coefficients import flops_factor
 
 pytestmark = pytest.mark.slow
-TINY = ["train=quick", "logger=none", "train.epochs=1", "train.train_images=256", "train.val_images=500"]
 
 
 def _sacct_state(job_id: str) -> str:

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 import wandb_offline
-from conftest import ROOT, records, sweep
+from conftest import ROOT, SCORE_LESS, records, sweep
 
 from scaling import trial
 
@@ -45,9 +45,9 @@ def test_quick_trial_learns_and_records(out):
 
 
 def test_cpu_preset_same_seed_is_deterministic_and_seeds_differ(out):
-    sweep(*QUICK, out=out / "a")
-    sweep(*QUICK, out=out / "b")
-    sweep(*QUICK, "seed=1", out=out / "c")
+    sweep(*QUICK, *SCORE_LESS, out=out / "a")
+    sweep(*QUICK, *SCORE_LESS, out=out / "b")
+    sweep(*QUICK, *SCORE_LESS, "seed=1", out=out / "c")
     (a,), (b,), (c,) = (records(out / x).values() for x in "abc")
     strip = [{k: v for k, v in h.items() if k not in ("epoch_seconds", "images_per_second")} for h in a["history"]]
     assert strip == [{k: v for k, v in h.items() if k not in ("epoch_seconds", "images_per_second")}
@@ -70,7 +70,7 @@ def _kill_after_first_checkpoint(out, args):
 
 
 def test_interrupted_trial_resumes_and_finished_trial_is_skipped(out):
-    args = ["train=quick", "train.epochs=3", "train.train_images=2048", "logger=none"]
+    args = ["train=quick", "train.epochs=3", "train.train_images=2048", "logger=none", *SCORE_LESS]
     ckpt = _kill_after_first_checkpoint(out, args)
     saved = torch.load(ckpt, weights_only=True)  # tensors and plain data only
     assert saved["state"]["epoch"] == 1 and saved["trial_id"] and ckpt.parent.name.endswith(saved["trial_id"])
@@ -91,7 +91,7 @@ def test_interrupted_trial_resumes_and_finished_trial_is_skipped(out):
 
 
 def test_a_checkpoint_of_another_config_is_refused(out):
-    args = ["train=quick", "train.epochs=3", "train.train_images=2048", "logger=none"]
+    args = ["train=quick", "train.epochs=3", "train.train_images=2048", "logger=none", *SCORE_LESS]
     ckpt = _kill_after_first_checkpoint(out, args)
     other = sweep(*args, "train.lr=0.03", "train.epochs=1", out=out / "x")
     (target,) = [p.parent for p in (out / "x").rglob("result.json")]
@@ -124,7 +124,7 @@ def test_rng_state_survives_a_device_round_trip(tmp_path):
 
 
 def test_wandb_offline_run_holds_config_metrics_and_summary(out):
-    sweep("train=quick", "logger=wandb", "name=wb", "kind=compound_grid", out=out)
+    sweep("train=quick", "logger=wandb", "name=wb", "kind=compound_grid", *SCORE_LESS, out=out)
     (rec,) = records(out).values()
     (run_file,) = list(out.rglob("offline-run-*/run-*.wandb"))
     logged = wandb_offline.summarize(run_file)

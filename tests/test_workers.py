@@ -13,7 +13,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
-from conftest import ROOT, trial_dirs
+from conftest import ROOT, SCORE_LESS, trial_dirs
 
 from hydra_plugins.compound_scaling.warm import WarmPool
 
@@ -90,7 +90,7 @@ def test_warm_pool_charges_a_death_to_its_job_alone_and_reaps_every_worker(tmp_p
 # ---- SLURM without sacct (the real one-node cluster: make slurm-up) ---- #
 
 SLURM_LONG = ["train=quick", "logger=none", "train.epochs=3", "train.train_images=3072", "train.val_images=500",
-              "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.poll_s=1"]
+              *SCORE_LESS, "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.poll_s=1"]
 
 
 def _path_without(tmp_path: Path, *missing: str) -> str:

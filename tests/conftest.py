@@ -31,7 +31,7 @@ def sweep_command(*args: str, out: Path) -> list[str]:
 def sweep(*args: str, out: Path, check: bool = True, env: dict | None = None, timeout: int = 600):
     """Run `python sweep.py ARGS paths.output_dir=OUT` from the repo root; return the process. The plan's time
     estimate probes each network's trial step; tests that do not name `hydra.sweeper.estimate` skip that probe
-    (test_cost and the plan-only test turn it on)."""
+    (test_cost turns it on)."""
     cmd = sweep_command(*args, out=out)
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})

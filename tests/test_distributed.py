@@ -21,7 +21,7 @@ from pathlib import Path
 import distributed_worker
 import pytest
 import wandb_offline
-from conftest import ROOT, records, sweep, trial_dirs, wait_for
+from conftest import ROOT, records, sweep, sweep_command, trial_dirs, wait_for
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
@@ -174,7 +174,7 @@ def _rank_pid(rank0_pid: int, rank: int) -> int:
 @pytest.mark.slow
 def test_killed_rank_fails_the_trial_naming_it_and_rerun_resumes(out):
     args = ["-m", *TINY, "train.train_images=1024", "train.epochs=2", *LOCAL, "hydra.launcher.tasks_per_node=2"]
-    cmd = [sys.executable, "sweep.py", *args, f"paths.output_dir={out}", "train.progress=false"]
+    cmd = sweep_command(*args, out=out)
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wait_for(lambda: list(out.rglob("checkpoint.pt")), what="the epoch 1 checkpoint")
     (trial,) = trial_dirs(out / "sweeps/adhoc")

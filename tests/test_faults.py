@@ -7,11 +7,10 @@ import os
 import resource
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, records, sweep
+from conftest import ROOT, records, sweep, sweep_command
 
 from scaling import record
 
@@ -134,7 +133,7 @@ def test_file_size_limit_fails_the_trial_with_a_record(out):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # stays ignored across exec: write() raises EFBIG
         resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
 
-    cmd = [sys.executable, "sweep.py", *TINY, f"paths.output_dir={out}", "train.progress=false"]
+    cmd = sweep_command(*TINY, out=out)
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, preexec_fn=limit)
     line = assert_one_error_line(proc)
     (rec,) = records(out).values()

@@ -17,10 +17,6 @@ from analysis.race import decide
 RACE = ["-m", "hydra/sweeper=race", "scaling.alpha=1.0,1.4", "scaling.beta=1.0"]
 
 
-def _cmd(*args: str, out) -> list[str]:
-    return sweep_command(*args, out=out)
-
-
 def _alphas(folder) -> list[float]:
     return sorted(line["point"]["alpha"] for line in plan_lines(folder))
 
@@ -37,7 +33,7 @@ def _waits_for_flock(pid: int) -> bool:
 def test_two_commands_planning_at_once_keep_each_others_lines(out, attempt):
     """Two real `--plan-only` commands fill one study folder at the same time, different points."""
     sets = (["scaling.alpha=1.0,1.1"], ["scaling.alpha=1.3,1.4"])
-    procs = [subprocess.Popen(_cmd("-m", *s, "scaling.beta=1.0", "--plan-only", out=out), cwd=ROOT,
+    procs = [subprocess.Popen(sweep_command("-m", *s, "scaling.beta=1.0", "--plan-only", out=out), cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for s in sets]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
@@ -53,7 +49,7 @@ def test_a_plan_merged_under_another_writers_lock_keeps_that_writers_line(out):
     with open(study / "plan.jsonl.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         before = (study / "plan.jsonl").read_text() if (study / "plan.jsonl").exists() else ""
-        proc = subprocess.Popen(_cmd("-m", "scaling.alpha=1.1", "scaling.beta=1.0", "--plan-only", out=out),
+        proc = subprocess.Popen(sweep_command("-m", "scaling.alpha=1.1", "scaling.beta=1.0", "--plan-only", out=out),
                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.time() + 120
         while proc.poll() is None and not _waits_for_flock(proc.pid) and time.time() < deadline:

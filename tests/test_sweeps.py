@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, SCORE_LESS, TINY, plan_lines, records, sweep, trial_dirs, wait_for
+from conftest import ROOT, SCORE_LESS, TINY, plan_lines, records, sweep, sweep_command, trial_dirs, wait_for
 
 from analysis.collect import collect
 from analysis.plots import ok
@@ -63,7 +63,7 @@ def test_only_changed_configs_retrain_and_launcher_settings_change_nothing(out):
 
 def test_two_copies_of_one_sweep_train_each_trial_once(out):
     args = ["-m", "scaling.alpha=1.0,1.1", *TINY]
-    cmd = [sys.executable, "sweep.py", *args, f"paths.output_dir={out}", "train.progress=false"]
+    cmd = sweep_command(*args, out=out)
     procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for _ in range(2)]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
@@ -102,7 +102,7 @@ def test_warm_workers_run_trial_after_trial_and_survive_a_killed_worker(out):
     args = ["-m", "scaling.alpha=1.0,1.4", "scaling.beta=1.0", "seed=0,1", *TINY, "train.epochs=2",
             "hydra/launcher=local", "hydra.launcher.warm=true", "hydra.launcher.max_parallel=2",
             "hydra.launcher.cpus_per_task=1"]
-    cmd = [sys.executable, "sweep.py", *args, f"paths.output_dir={out}", "train.progress=false"]
+    cmd = sweep_command(*args, out=out)
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wait_for(lambda: list(out.rglob("checkpoint.pt")), what="a first checkpoint")
     (ckpt, *_) = list(out.rglob("checkpoint.pt"))
@@ -131,7 +131,7 @@ def test_launcher_allocator_rejects_unknown_values():
 def test_killed_sweep_resumes_without_redoing_anything(out):
     args = ["-m", "scaling.alpha=1.0,1.1,1.4", "scaling.beta=1.0", "train=quick", "logger=none", "train.epochs=2",
             "train.train_images=1536", "train.val_images=500", *SCORE_LESS]
-    cmd = [sys.executable, "sweep.py", *args, f"paths.output_dir={out}", "train.progress=false"]
+    cmd = sweep_command(*args, out=out)
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: (out / "sweeps/adhoc/plan.jsonl").exists(), what="the plan")
     dirs = trial_dirs(out / "sweeps/adhoc", launch_order=True)
@@ -157,7 +157,7 @@ def test_killed_sweep_resumes_without_redoing_anything(out):
 def test_killed_race_reruns_to_the_same_decision_and_trains_nothing_twice(out):
     args = ["-m", "scaling.alpha=1.0,1.4", "scaling.beta=1.0", "hydra/sweeper=race",
             "hydra.sweeper.race.max_seeds=3", *TINY]
-    cmd = [sys.executable, "sweep.py", *args, f"paths.output_dir={out}", "train.progress=false"]
+    cmd = sweep_command(*args, out=out)
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wait_for(lambda: len(list(out.rglob("result.json"))) >= 3, timeout=300, what="3 records of round 1")
     proc.kill()
@@ -235,7 +235,7 @@ def test_slurm_sweep_runs_each_trial_as_a_slurm_job(out):
 def _slurm_long_trial(out, name):
     args = ["-m", f"name={name}", "train=quick", "logger=none", "train.epochs=3", "train.train_images=3072",
             "train.val_images=500", *SCORE_LESS, *SLURM]
-    cmd = [sys.executable, "sweep.py", *args, f"paths.output_dir={out}", "train.progress=false"]
+    cmd = sweep_command(*args, out=out)
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: (out / f"sweeps/{name}/plan.jsonl").exists(), what="the plan")
     (trial,) = trial_dirs(out / f"sweeps/{name}")

@@ -4,13 +4,12 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 import torch
 import wandb_offline
-from conftest import ROOT, SCORE_LESS, records, sweep
+from conftest import ROOT, SCORE_LESS, records, sweep, sweep_command
 
 from scaling import trial
 
@@ -56,7 +55,7 @@ def test_cpu_preset_same_seed_is_deterministic_and_seeds_differ(out):
 
 
 def _kill_after_first_checkpoint(out, args):
-    cmd = [sys.executable, "sweep.py", *args, f"paths.output_dir={out}", "train.progress=false"]
+    cmd = sweep_command(*args, out=out)
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 180
     found = []

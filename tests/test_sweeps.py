@@ -38,6 +38,7 @@ def test_alpha_sweep_plans_the_effective_grid_and_rerun_trains_nothing(out):
         assert r["depth_mult"] == r["alpha"] and r["resolution_mult"] == pytest.approx(r["gamma"])
         assert r["trial"].endswith(r["trial_id"]) and r["target"] == 2.0 and r["tolerance"] == 0.1
         assert json.loads(json.dumps(r["train_config"]))["lr"] == 0.02 and r["model_config"]["base_depth"] == 0.5
+        assert (r["val_score_images"], r["score_split"], r["score_images"]) == (1000, "test", 1000)  # SCORE_LESS
     df = collect([out / "sweeps/adhoc"], report=lambda m: None)
     assert sorted(df["alpha"]) == [1.1, 1.2, 1.3] and df["shared"].sum() == 1  # reported under every point
     mtimes = {p: p.stat().st_mtime for p in (out / "sweeps/adhoc").rglob("result.json")}

@@ -181,6 +181,27 @@ def test_killed_race_reruns_to_the_same_decision_and_trains_nothing_twice(out):
     assert "\ntrain " not in final.stdout and "race: done" in final.stdout
 
 
+def test_a_race_trains_another_study_alongside_in_its_own_folder(out):
+    """`race.alongside` (how `make demo` trains its baseline): round 1's three trials would leave one of two
+    slots idle, so the baseline's two trials join that launch, the same two warm workers run all five,
+    and they land in the baseline's own folder with its plan; that study's own sweep then retrains nothing."""
+    warm = ["hydra/launcher=local", "hydra.launcher.warm=true", "hydra.launcher.max_parallel=2",
+            "hydra.launcher.cpus_per_task=1", *TINY]
+    race = ["-m", "scaling.alpha=1.0,1.2,1.4", "scaling.beta=1.0", "hydra/sweeper=race",
+            "hydra.sweeper.race.max_seeds=1", "hydra.sweeper.race.initial_seeds=1", *warm]
+    same = sweep(*race, "hydra.sweeper.race.alongside='sweep=baseline name=adhoc seed=0'", out=out, check=False)
+    assert same.returncode == 2 and same.stderr.count("error:") == 1 and "own name=" in same.stderr, same.stderr
+    proc = sweep(*race, "hydra.sweeper.race.alongside='sweep=baseline name=base seed=0,1'", out=out)
+    assert "running 3 trial(s)" in proc.stdout and "alongside the race: 2 of 2 trial(s) ok" in proc.stdout
+    raced, base = records(out / "sweeps/adhoc"), records(out / "sweeps/base")
+    assert len(raced) == 3 and len(base) == 2 and all(r["status"] == "ok" for r in [*raced.values(), *base.values()])
+    assert {r["kind"] for r in base.values()} == {"baseline"} and {r["seed"] for r in base.values()} == {0, 1}
+    assert len({r["pid"] for r in [*raced.values(), *base.values()]}) == 2  # one launch: the same two workers
+    assert {line["dirname"] for line in plan_lines(out / "sweeps/base")} == set(base)
+    alone = sweep("-m", "sweep=baseline", "name=base", "seed=0,1", *warm, out=out)
+    assert "2 trial(s) already finished: not retrained" in alone.stdout and "\ntrain " not in alone.stdout
+
+
 def test_failing_trials_are_recorded_and_the_rest_finish(out):
     proc = sweep("-m", "scaling.alpha=1.2,0.5", "train.lr=0.02,1e12", *TINY, out=out, check=False)
     assert proc.returncode != 0

@@ -37,6 +37,8 @@ class RaceConf:
     budget_trials: int | None = None  # stop when this many trials have run
     budget_seconds: float | None = None  # stop when this many training seconds are spent
     practical_difference: float = 0.0  # stop when the survivors lie within this many points
+    alongside: str | None = None  # another study's overrides ('sweep=baseline name=b seed=0,1,2'): its trials,
+    # in their own folder, fill the first round that would leave a launcher slot idle (else run after the race)
 
 
 @dataclass

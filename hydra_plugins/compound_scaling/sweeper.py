@@ -19,6 +19,9 @@ study its total in trial-hours. The plan goes to `<sweep dir>/plan.jsonl` and th
   `hydra.sweeper.race.first_seed` .. first_seed + max_seeds − 1 (0 .. 5 by default). A `seed` list in
   a sweep file's `hydra.sweeper.params` is the grid sweeper's and is ignored. The plan header says which.
   Bad race settings are one `error:` line (exit 2) before anything is planned.
+  `hydra.sweeper.race.alongside='sweep=baseline name=b seed=0,1,2'` plans another study's trials (in their
+  own folder, as that study's own sweep would) and launches them with the first round whose trials would
+  leave a launcher slot idle, else after the race: `make demo` trains its baseline in the race's tail.
 """
 
 
@@ -129,9 +132,10 @@ class GridSweeper(Sweeper):
 
     # ---- the grid ---- #
 
-    def _grid(self, arguments: list[str]) -> list[list[str]]:
-        """Every point of the cartesian product, as override lists (command line wins over params)."""
-        lines = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
+    def _grid(self, arguments: list[str], params: dict | None = None) -> list[list[str]]:
+        """Every point of the cartesian product, as override lists (command line wins over params, by
+        default the sweeper's)."""
+        lines = [f"{k}={v}" for k, v in (self.params if params is None else params).items()] + list(arguments)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         axes: dict[str, list[str]] = {}
         for o in parser.parse_overrides(lines):
@@ -171,17 +175,19 @@ class GridSweeper(Sweeper):
 
     # ---- launching ---- #
 
-    def _launch(self, points, first_idx: int) -> list[JobReturn]:
-        """Launch the planned trials that have no finished record yet (each in its own folder)."""
-        todo = [p for p in points if p.status == "run" and not record.is_done(self.sweep_dir / p.dirname)]
-        todo.sort(key=lambda p: longest_first(p.activations, p.flops))
-        done = sum(p.status == "run" for p in points) - len(todo)
+    def _launch(self, points, first_idx: int, alongside: list[tuple] = ()) -> list[JobReturn]:
+        """Launch the planned trials that have no finished record yet (each in its own folder); `alongside`:
+        (point, sweep folder) pairs of another study, launched with them (their overrides name that folder)."""
+        jobs = [(p, self.sweep_dir) for p in points if p.status == "run"] + list(alongside)
+        todo = [(p, d) for p, d in jobs if not record.is_done(d / p.dirname)]
+        todo.sort(key=lambda j: longest_first(j[0].activations, j[0].flops))
+        done = len(jobs) - len(todo)
         if done:
             print(f"{done} trial(s) already finished: not retrained", flush=True)
         returns: list[JobReturn] = []
         size = self.max_batch_size or max(1, len(todo))
         for i in range(0, len(todo), size):
-            batch = [[*p.overrides, f"hydra.sweep.subdir={p.dirname}"] for p in todo[i:i + size]]
+            batch = [[*p.overrides, f"hydra.sweep.subdir={p.dirname}"] for p, _ in todo[i:i + size]]
             returns += list(self.launcher.launch(batch, initial_job_idx=first_idx + i))
         return returns
 
@@ -259,7 +265,37 @@ class RaceSweeper(GridSweeper):
 
     def _run(self, grid: list[list[str]], arguments: list[str]) -> list[JobReturn]:
         seeds = race_seeds(self.race, self._seed_list(arguments))  # before planning: bad settings fail fast
-        return self._race(grid, seeds)
+        extra = self._alongside_grid(arguments)
+        return self._race(grid, seeds, extra)
+
+    def _alongside_grid(self, arguments: list[str]) -> list[list[str]]:
+        """The grid of `race.alongside`: the command line with that study's overrides on top (its own name)."""
+        text = self.race.alongside
+        if not text:
+            return []
+        key = "hydra.sweeper.race.alongside"
+        try:
+            grid = self._grid([*arguments, *str(text).split()], params={})
+        except Exception as err:  # noqa: BLE001 - Hydra's parser raises its own kinds
+            raise ScalingError(f"{key}='{text}': {str(err).splitlines()[0]}; allowed: overrides of another "
+                               "study, e.g. 'sweep=baseline name=baseline_x seed=0,1,2'") from None
+        if Path(str(self._compose(grid[0]).hydra.sweep.dir)) == self.sweep_dir:
+            raise ScalingError(f"{key}='{text}' runs in the race's own folder {self.sweep_dir}; allowed: "
+                               "overrides that give the other study its own name=")
+        return grid
+
+    def _plan_alongside(self, grid: list[list[str]]) -> list[tuple]:
+        """Plan `race.alongside` as its own sweep would (its plan.jsonl in its folder): (point, folder) pairs."""
+        from scaling import plan
+
+        if not grid:
+            return []
+        points = self._plan(grid)
+        folder = Path(str(self._compose(grid[0]).hydra.sweep.dir))
+        plan.merge(folder / plan.PLAN_NAME, points)
+        run = [p for p in points if p.status == "run"]
+        print(f"alongside the race: {len(run)} trial(s) of {folder} (plan written there)", flush=True)
+        return [(p, folder) for p in run]
 
     def _seed_list(self, arguments: list[str]) -> list[int] | None:
         """The seeds of a `seed=...` on the command line, in the order given (None when there is none)."""
@@ -275,7 +311,7 @@ class RaceSweeper(GridSweeper):
             raise ScalingError(f"seed={','.join(values)}: not an integer list; allowed: seed=a,b,c "
                                "(integers, the race's seeds in order)") from None
 
-    def _race(self, grid: list[list[str]], seeds: RaceSeeds) -> list[JobReturn]:
+    def _race(self, grid: list[list[str]], seeds: RaceSeeds, extra: list[list[str]]) -> list[JobReturn]:
         """Rounds of shared seeds over the grid's points; the records on disk are the state."""
         import pandas as pd
 
@@ -298,8 +334,11 @@ class RaceSweeper(GridSweeper):
             raise ScalingError(f"hydra.sweeper.race.budget_trials={r.budget_trials} is below round 1's "
                                f"{len(unique)} networks x {r.initial_seeds} seeds; allowed: null or >= "
                                f"{len(unique) * r.initial_seeds}")
+        alongside = planned_alongside = self._plan_alongside(extra)
         if self.plan_only:
             return []
+        slots = int(OmegaConf.select(self.config, "hydra.launcher.max_parallel", default=None)
+                    or OmegaConf.select(self.config, "hydra.launcher.array_parallelism", default=None) or 1)
         by_key = {(p.ids["arch"], p.point["seed"]): p for p in full if p.status == "run"}
         settings = {**(OmegaConf.to_container(r) if OmegaConf.is_config(r) else vars(r)),
                     "max_seeds": len(seeds.seeds), "seeds": seeds.seeds}
@@ -324,7 +363,9 @@ class RaceSweeper(GridSweeper):
             print(f"race: round {state.round}: {len(state.alive)} point(s) alive, "
                   f"{len(state.dropped)} dropped; running {len(todo)} trial(s)", flush=True)
             before = len(returns)
-            returns += self._launch(todo, len(returns))
+            filling = alongside if len(todo) % slots else []  # a round that leaves a slot idle takes them
+            alongside = [] if filling else alongside
+            returns += self._launch(todo, len(returns), filling)
             if len(returns) == before and all(record.is_done(self.sweep_dir / p.dirname) for p in todo):
                 continue
             failed = [p for p in todo if not record.is_done(self.sweep_dir / p.dirname)]
@@ -332,7 +373,23 @@ class RaceSweeper(GridSweeper):
                 print(f"race: {len(failed)} trial(s) of this round failed; stopping", file=sys.stderr, flush=True)
                 self._summary(todo)
                 break
+        if alongside:  # no round left a slot idle
+            returns += self._launch([], len(returns), alongside)
+        self._alongside_summary(planned_alongside)
         return returns
+
+    def _alongside_summary(self, pairs: list[tuple]) -> None:
+        """One line on the `race.alongside` trials; exit 1 when one failed (rerunning retries it)."""
+        if not pairs:
+            return
+        failed = [d / p.dirname for p, d in pairs if not record.is_done(d / p.dirname)]
+        print(f"alongside the race: {len(pairs) - len(failed)} of {len(pairs)} trial(s) ok", flush=True)
+        for folder in failed:
+            rec = record.read(folder / record.RECORD_NAME) or {}
+            print(f"  FAILED {folder}: {rec.get('error') or 'no record'}", flush=True)
+        if failed:
+            print("rerun the same command to retry (finished trials are skipped)", file=sys.stderr, flush=True)
+            sys.exit(1)
 
 
 def longest_first(activations: int | None, flops: int | None) -> tuple:

@@ -89,7 +89,7 @@ DEMO := compound_grid$(if $(filter-out 0,$(SEEDS_FROM)),_seeds$(SEEDS_FROM))
 DEMO_SEEDS := $(shell seq -s, $(SEEDS_FROM) $$(($(SEEDS_FROM) + $(RACE_SEEDS) - 1)))
 # the baseline on the race's seeds: trained in the race's tail (alongside), then its own sweep retrains nothing
 BASELINE = sweep=baseline name=baseline_$(DEMO) seed=$(DEMO_SEEDS)
-demo: install  ## the main job: race the φ=1 grid on the calm recipe; confidence set, σ, MDD, cost, figures (20-23 min on 2 cores)
+demo: install  ## the main job: race the φ=1 grid on the calm recipe; confidence set, σ, MDD, cost, figures (20-22 min on 2 cores)
 	@date +"demo started %T"
 	-$(RUN) sweep=compound_grid name=$(DEMO) hydra/sweeper=race hydra.sweeper.race.max_seeds=$(RACE_SEEDS) \
 	  hydra.sweeper.race.first_seed=$(SEEDS_FROM) "hydra.sweeper.race.alongside='$(BASELINE)'"

@@ -192,7 +192,7 @@ def test_a_race_trains_another_study_alongside_in_its_own_folder(out):
     same = sweep(*race, "hydra.sweeper.race.alongside='sweep=baseline name=adhoc seed=0'", out=out, check=False)
     assert same.returncode == 2 and same.stderr.count("error:") == 1 and "own name=" in same.stderr, same.stderr
     proc = sweep(*race, "hydra.sweeper.race.alongside='sweep=baseline name=base seed=0,1'", out=out)
-    assert "running 3 trial(s)" in proc.stdout and "alongside the race: 2 of 2 trial(s) ok" in proc.stdout
+    assert "running 3 trial(s)" in proc.stdout and f"sweep {out}/sweeps/base: 2 of 2 trials ok" in proc.stdout
     raced, base = records(out / "sweeps/adhoc"), records(out / "sweeps/base")
     assert len(raced) == 3 and len(base) == 2 and all(r["status"] == "ok" for r in [*raced.values(), *base.values()])
     assert {r["kind"] for r in base.values()} == {"baseline"} and {r["seed"] for r in base.values()} == {0, 1}

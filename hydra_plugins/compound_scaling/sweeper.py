@@ -233,14 +233,16 @@ class GridSweeper(Sweeper):
         self._summary(points)
         return returns
 
-    def _summary(self, points) -> None:
-        """Print what the sweep holds; exit non-zero when a trial failed or a point was dropped unasked."""
+    def _summary(self, points, folder: Path | None = None) -> None:
+        """Print what the sweep (in `folder`, by default this sweep's) holds; exit non-zero when a trial failed
+        or a point was dropped unasked."""
+        folder = folder or self.sweep_dir
         ran = [p for p in points if p.status == "run"]
-        recs = {p.dirname: record.read(self.sweep_dir / p.dirname / record.RECORD_NAME) or {} for p in ran}
+        recs = {p.dirname: record.read(folder / p.dirname / record.RECORD_NAME) or {} for p in ran}
         failed = [(d, r) for d, r in recs.items() if r.get("status") != "ok"]
         grid_filter = bool(OmegaConf.select(self.config, "scaling.grid_filter", default=False))
         dropped = [p for p in points if p.status == "dropped"]
-        print(f"\nsweep {self.sweep_dir}: {len(ran) - len(failed)} of {len(ran)} trials ok"
+        print(f"\nsweep {folder}: {len(ran) - len(failed)} of {len(ran)} trials ok"
               + (f", {len(failed)} failed" if failed else "")
               + (f"; {len(dropped)} point(s) dropped by the plan" if dropped else ""), flush=True)
         for d, r in failed:
@@ -265,37 +267,37 @@ class RaceSweeper(GridSweeper):
 
     def _run(self, grid: list[list[str]], arguments: list[str]) -> list[JobReturn]:
         seeds = race_seeds(self.race, self._seed_list(arguments))  # before planning: bad settings fail fast
-        extra = self._alongside_grid(arguments)
-        return self._race(grid, seeds, extra)
+        return self._race(grid, seeds, *self._alongside_grid(arguments))
 
-    def _alongside_grid(self, arguments: list[str]) -> list[list[str]]:
-        """The grid of `race.alongside`: the command line with that study's overrides on top (its own name)."""
+    def _alongside_grid(self, arguments: list[str]) -> tuple[list[list[str]], Path | None]:
+        """The grid of `race.alongside` (the command line with that study's overrides on top) and that study's
+        own folder."""
         text = self.race.alongside
         if not text:
-            return []
+            return [], None
         key = "hydra.sweeper.race.alongside"
         try:
             grid = self._grid([*arguments, *str(text).split()], params={})
         except Exception as err:  # noqa: BLE001 - Hydra's parser raises its own kinds
             raise ScalingError(f"{key}='{text}': {str(err).splitlines()[0]}; allowed: overrides of another "
                                "study, e.g. 'sweep=baseline name=baseline_x seed=0,1,2'") from None
-        if Path(str(self._compose(grid[0]).hydra.sweep.dir)) == self.sweep_dir:
+        folder = Path(str(self._compose(grid[0]).hydra.sweep.dir))
+        if folder == self.sweep_dir:
             raise ScalingError(f"{key}='{text}' runs in the race's own folder {self.sweep_dir}; allowed: "
                                "overrides that give the other study its own name=")
-        return grid
+        return grid, folder
 
-    def _plan_alongside(self, grid: list[list[str]]) -> list[tuple]:
-        """Plan `race.alongside` as its own sweep would (its plan.jsonl in its folder): (point, folder) pairs."""
+    def _plan_alongside(self, grid: list[list[str]], folder: Path | None) -> list:
+        """Plan `race.alongside` as its own sweep would (its plan.jsonl in its folder); its trials to run."""
         from scaling import plan
 
         if not grid:
             return []
         points = self._plan(grid)
-        folder = Path(str(self._compose(grid[0]).hydra.sweep.dir))
         plan.merge(folder / plan.PLAN_NAME, points)
         run = [p for p in points if p.status == "run"]
         print(f"alongside the race: {len(run)} trial(s) of {folder} (plan written there)", flush=True)
-        return [(p, folder) for p in run]
+        return run
 
     def _seed_list(self, arguments: list[str]) -> list[int] | None:
         """The seeds of a `seed=...` on the command line, in the order given (None when there is none)."""
@@ -311,7 +313,8 @@ class RaceSweeper(GridSweeper):
             raise ScalingError(f"seed={','.join(values)}: not an integer list; allowed: seed=a,b,c "
                                "(integers, the race's seeds in order)") from None
 
-    def _race(self, grid: list[list[str]], seeds: RaceSeeds, extra: list[list[str]]) -> list[JobReturn]:
+    def _race(self, grid: list[list[str]], seeds: RaceSeeds, extra: list[list[str]],
+              extra_dir: Path | None) -> list[JobReturn]:
         """Rounds of shared seeds over the grid's points; the records on disk are the state."""
         import pandas as pd
 
@@ -334,7 +337,8 @@ class RaceSweeper(GridSweeper):
             raise ScalingError(f"hydra.sweeper.race.budget_trials={r.budget_trials} is below round 1's "
                                f"{len(unique)} networks x {r.initial_seeds} seeds; allowed: null or >= "
                                f"{len(unique) * r.initial_seeds}")
-        alongside = planned_alongside = self._plan_alongside(extra)
+        planned_alongside = self._plan_alongside(extra, extra_dir)
+        alongside = [(p, extra_dir) for p in planned_alongside]
         if self.plan_only:
             return []
         slots = int(OmegaConf.select(self.config, "hydra.launcher.max_parallel", default=None)
@@ -375,21 +379,9 @@ class RaceSweeper(GridSweeper):
                 break
         if alongside:  # no round left a slot idle
             returns += self._launch([], len(returns), alongside)
-        self._alongside_summary(planned_alongside)
+        if planned_alongside:  # its trials' line, FAILED lines and exit 1, as its own sweep would print
+            self._summary(planned_alongside, extra_dir)
         return returns
-
-    def _alongside_summary(self, pairs: list[tuple]) -> None:
-        """One line on the `race.alongside` trials; exit 1 when one failed (rerunning retries it)."""
-        if not pairs:
-            return
-        failed = [d / p.dirname for p, d in pairs if not record.is_done(d / p.dirname)]
-        print(f"alongside the race: {len(pairs) - len(failed)} of {len(pairs)} trial(s) ok", flush=True)
-        for folder in failed:
-            rec = record.read(folder / record.RECORD_NAME) or {}
-            print(f"  FAILED {folder}: {rec.get('error') or 'no record'}", flush=True)
-        if failed:
-            print("rerun the same command to retry (finished trials are skipped)", file=sys.stderr, flush=True)
-            sys.exit(1)
 
 
 def longest_first(activations: int | None, flops: int | None) -> tuple:

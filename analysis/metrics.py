@@ -24,7 +24,7 @@ class Metric:
         return value / self.scale
 
 
-# Which split does what (issue 14): every choice (race eliminations, the confidence set for the best,
+# Which split does what: every choice (race eliminations, the confidence set for the best,
 # `selected`) is made on CHOICE; REPORT is shown beside it and never decides anything.
 CHOICE = "val_top1"
 REPORT = "top1"

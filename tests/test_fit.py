@@ -129,7 +129,7 @@ def test_cli_csv_prints_json(tmp_path):
         "without it predate it")
 
 
-# ---- choosing on validation, and the hygiene of the table (issue 14) ---- #
+# ---- choosing on validation, and the hygiene of the table ---- #
 
 def test_the_choice_is_validation_and_the_test_score_is_only_reported():
     df = planted(seeds=3, noise=0.05)

@@ -149,7 +149,7 @@ def test_transfer_design_coverage_by_simulation(case, sd, seed_sd, floor) -> Non
     """The transfer design (1 seed at φ = 1, 3 at φ = 2), 1,000 simulated studies: every coefficient's
     95% interval holds the planted truth in ≥ 90% of them (measured: 99.8 / 99.4 / 99.4% at σ = 0.8,
     with or without a seed effect, which the fit absorbs; 95.9 / 100 / 99.5% with depth's trials at
-    σ = 3.2). The former seed bootstrap held 71 / 80 / 60% here (300 studies; the review: 84 / 75 / 51%);
+    σ = 3.2). The former seed bootstrap held 71 / 80 / 60% here (300 studies; 84 / 75 / 51% on other curves);
     with σ pooled over all trials instead of one per dimension, the noisy-depth case held α in 90.5%."""
     df, truth = transfer_design()
     assert len(df) == 15 and sorted(df.groupby("seed").size()) == [4, 4, 7]

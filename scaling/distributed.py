@@ -7,7 +7,11 @@ shard of a batch, synchronised batch norm, and which rank stopped when a trial d
   process, reads the same number from the launcher settings (`planned_world`); a job that sees another
   number computes another trial id, which sweep.py records as a mismatch.
 - Backend nccl on CUDA, gloo on CPU; joining, and every collective, time out after
-  `train.collective_timeout_s`, so no rank waits forever for a dead one.
+  `train.collective_timeout_s`, so no rank waits forever for a dead one. Under nccl the rank environment
+  gets TORCH_NCCL_BLOCKING_WAIT=1 (where unset): a collective past the timeout raises in the trial's own
+  thread, as under gloo, instead of NCCL's watchdog tearing the process down without a record.
+- GPUs: each rank uses the GPU of its local rank among those its job sees (the launchers give a job one per
+  local rank); a job that sees fewer GPUs than it has local ranks fails at once, naming `gpus_per_node`.
 - `train.batch_size` stays the global batch: every rank walks the one-process order and takes every
   world-th image of each batch (`shard`); DDP averages the gradients of equal shards, so an update is the
   one-process update at the same global batch, except for batch norm, whose statistics come from the
@@ -53,6 +57,7 @@ class World:
     rank: int = 0
     size: int = 1  # processes that train the trial
     local_rank: int = 0  # rank among this node's processes (picks the GPU)
+    local_size: int = 1  # processes of the trial on this node
     master_addr: str = "127.0.0.1"  # rank 0's host, which serves the store
     master_port: int = 0
     source: str = "single"  # submitit | torchrun | single
@@ -163,10 +168,12 @@ def detect() -> World:
         if submitit.JobEnvironment().num_tasks > 1:
             env = submitit.helpers.TorchDistributedEnvironment()
             return World(rank=env.rank, size=env.world_size, local_rank=env.local_rank,
-                         master_addr=env.master_addr, master_port=env.master_port, source="submitit")
+                         local_size=env.local_world_size, master_addr=env.master_addr,
+                         master_port=env.master_port, source="submitit")
     if int(os.environ.get("WORLD_SIZE") or 1) > 1:
         e = os.environ
         return World(rank=int(e["RANK"]), size=int(e["WORLD_SIZE"]), local_rank=int(e.get("LOCAL_RANK") or 0),
+                     local_size=int(e.get("LOCAL_WORLD_SIZE") or e["WORLD_SIZE"]),
                      master_addr=e.get("MASTER_ADDR", "127.0.0.1"), master_port=int(e.get("MASTER_PORT") or 29500),
                      source="torchrun", agent_store=e.get("TORCHELASTIC_USE_AGENT_STORE") == "True")
     return World()
@@ -222,7 +229,8 @@ def joined(world: World, device: str, timeout_s: float) -> Iterator[World]:
 
     timeout = dt.timedelta(seconds=timeout_s)
     if device == "cuda":
-        torch.cuda.set_device(world.local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(gpu(world))
+        os.environ.setdefault("TORCH_NCCL_BLOCKING_WAIT", "1")  # read when the nccl group is made
     try:
         store = dist.TCPStore(world.master_addr, world.master_port, world.size,
                               is_master=world.lead and not world.agent_store, timeout=timeout)
@@ -243,6 +251,21 @@ def joined(world: World, device: str, timeout_s: float) -> Iterator[World]:
     finally:
         leave()
         root.setLevel(level)
+
+
+def gpu(world: World, count: int | None = None, per_task: bool | None = None) -> int:
+    """The CUDA device index of this rank: its local rank among the `count` GPUs its job sees (0 where SLURM
+    gives each task its own, `--gpus-per-task`); fewer GPUs than local ranks is a JoinError naming the key."""
+    count = torch.cuda.device_count() if count is None else count
+    per_task = bool(os.environ.get("SLURM_GPUS_PER_TASK")) if per_task is None else per_task
+    if per_task and count >= 1:
+        return 0
+    if count < world.local_size:
+        raise JoinError(f"rank {world.rank} of {world.size}: its job sees {count} GPU(s) "
+                        f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r}) for {world.local_size} "
+                        f"processes on this node; nccl needs a GPU per process; allowed: hydra.launcher.gpus_per_node "
+                        f"null or >= tasks_per_node={world.local_size}")
+    return world.local_rank
 
 
 def leave() -> None:

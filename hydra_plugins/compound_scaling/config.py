@@ -57,9 +57,12 @@ class LocalConf(LocalQueueConf):
     """`hydra/launcher=local`: local processes, at most max_parallel at once."""
 
     _target_: str = "hydra_plugins.compound_scaling.launchers.LocalLauncher"
-    max_parallel: int = 1  # trials at once; keep max_parallel * cpus_per_task <= cores
+    max_parallel: int | None = None  # trials at once (null: one per gpus_per_node GPUs on CUDA, else 1);
+    # keep max_parallel * cpus_per_task <= cores
     cpus_per_task: int | None = 2  # torch threads per trial
-    timeout_min: int = 120
+    gpus_per_node: int | None = None  # GPUs per trial, slot i getting the i-th group of the visible ones
+    # (null: one per process on CUDA, none on CPU; gpus.py)
+    timeout_min: float = 120  # a trial still running after this is stopped and recorded failed (warm too)
     stderr_to_stdout: bool = True
     poll_s: float = 1.0  # seconds between status checks
     warm: bool = False  # one long-lived process per slot runs trial after trial (no per-trial start-up)

@@ -20,7 +20,9 @@ timeout, `scontrol requeue`) reruns the same trial, which resumes from its epoch
 
 import dataclasses
 import logging
+import math
 import os
+import shlex
 import subprocess
 import time
 from collections.abc import Sequence
@@ -170,14 +172,18 @@ class _Launcher(BaseSubmititLauncher):
         import submitit  # lazy: keeps Hydra's plugin discovery fast
 
         upstream = {f.name for f in dataclasses.fields(self._UPSTREAM)}
-        p = {k: v for k, v in self.params.items() if k in upstream}  # our own keys stay here
+        p = {k: v for k, v in self._settings().items() if k in upstream}  # our own keys stay here
         executor = submitit.AutoExecutor(
             folder=p["submitit_folder"], cluster=self._EXECUTOR,
             **{f"{self._EXECUTOR}_{k}": p[k] for k in INIT_KEYS - {"submitit_folder"} if k in p})
         executor.update_parameters(**{
-            k if k in BASE_KEYS else f"{self._EXECUTOR}_{k}": v
-            for k, v in p.items() if k not in INIT_KEYS and k != "_target_" and v is not None})
+            k if k in BASE_KEYS else f"{self._EXECUTOR}_{k}": math.ceil(v) if k == "timeout_min" else v
+            for k, v in p.items() if k not in INIT_KEYS and k != "_target_" and v is not None})  # whole minutes
         return executor
+
+    def _settings(self) -> dict[str, Any]:
+        """The launcher's settings as the executor gets them (defaults filled in by subclasses)."""
+        return dict(self.params)
 
     def _trial_dir(self, overrides: Sequence[str], job_num: int | None = None) -> Path:
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
@@ -282,6 +288,18 @@ class LocalLauncher(_Launcher):
                 return super().launch(job_overrides, initial_job_idx)
             return self._launch_warm(job_overrides, initial_job_idx)
 
+    def _slots(self):
+        """How this launch's trials share the GPUs (gpus.py), logged once."""
+        from hydra_plugins.compound_scaling import gpus
+
+        slots = gpus.local_slots(self.params, gpus.on_cuda(self.config))
+        if slots.per_trial:
+            log.info("local: %d trial(s) at once, %d GPU(s) each; slot GPUs: %s", slots.parallel, slots.per_trial,
+                     " | ".join(slots.env(i) for i in range(slots.parallel)))
+        for note in slots.notes:
+            log.warning(note)
+        return slots
+
     def _launch_warm(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import cloudpickle
 
@@ -291,10 +309,13 @@ class LocalLauncher(_Launcher):
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         params = [(list(o), "hydra.sweep.dir", initial_job_idx + i, f"warm_{initial_job_idx + i}",
                    Singleton.get_state()) for i, o in enumerate(job_overrides)]
-        limit = max(1, min(len(params), int(self.params.get("max_parallel") or 1)))
+        slots = self._slots()
+        limit = max(1, min(len(params), slots.parallel))
         progress = Progress(len(params), "trials (local, warm)")
         results: dict[int, JobReturn] = {}
-        with WarmPool(limit, self.params.get("cpus_per_task"), self.CRASHES) as pool:
+        timeout_s = 60 * float(self.params.get("timeout_min") or 0) or None
+        with WarmPool(limit, self.params.get("cpus_per_task"), self.CRASHES, devices=slots.env,
+                      timeout_s=timeout_s) as pool:
             for ended in pool.run(len(params), lambda i: cloudpickle.dumps((self, params[i])),
                                   float(self.params.get("poll_s") or 1)):
                 for i, outcome in ended:
@@ -307,17 +328,33 @@ class LocalLauncher(_Launcher):
         return returns
 
     def _submit(self, executor, job_params: list[tuple], progress) -> list:
-        limit = max(1, int(self.params.get("max_parallel") or 1))
+        """Submit each job as a slot frees up, with that slot's GPUs as its CUDA_VISIBLE_DEVICES."""
+        slots = self._slots()
+        local = getattr(executor, "_executor", executor)  # AutoExecutor does not pass visible_gpus on
+        busy: dict[int, Any] = {}  # slot -> the job running in it
         jobs: list = []
         for params in job_params:
             while True:
-                running = sum(not j.done() for j in jobs)
-                progress.show(done=len(jobs) - running, running=running)
-                if running < limit:
+                busy = {s: j for s, j in busy.items() if not j.done()}
+                progress.show(done=len(jobs) - len(busy), running=len(busy))
+                if len(busy) < slots.parallel:
                     break
                 time.sleep(0.5)
-            jobs.append(executor.submit(self, *params))
+            slot = min(set(range(slots.parallel)) - set(busy))
+            local.update_parameters(timeout_min=float(self.params.get("timeout_min") or 0) or 2.0,
+                                    **_visible(slots.devices(slot)))  # exact minutes, as warm workers take them
+            busy[slot] = executor.submit(self, *params)
+            jobs.append(busy[slot])
         return jobs
+
+
+def _visible(devices: list[str]) -> dict[str, Any]:
+    """submitit local executor settings that make a job's CUDA_VISIBLE_DEVICES exactly `devices`: its
+    `visible_gpus` for device indices; an exported list for UUIDs, which `visible_gpus` does not take."""
+    if all(d.isdigit() for d in devices):
+        return {"gpus_per_node": len(devices), "visible_gpus": tuple(int(d) for d in devices), "setup": []}
+    listed = shlex.quote(",".join(devices))
+    return {"gpus_per_node": 0, "visible_gpus": (), "setup": [f"export CUDA_VISIBLE_DEVICES={listed}"]}
 
 
 class SlurmLauncher(_Launcher):
@@ -325,6 +362,16 @@ class SlurmLauncher(_Launcher):
 
     _EXECUTOR = "slurm"
     _UPSTREAM = SlurmQueueConf
+
+    def _settings(self) -> dict[str, Any]:
+        """Trials on CUDA ask for one GPU per task unless `gpus_per_node` or `gpus_per_task` is set; each rank
+        then uses the GPU of its local rank (scaling/distributed.py)."""
+        from hydra_plugins.compound_scaling import gpus
+
+        p = dict(self.params)
+        if p.get("gpus_per_node") is None and p.get("gpus_per_task") is None and gpus.on_cuda(self.config):
+            p["gpus_per_node"] = gpus.per_trial(None, int(p.get("tasks_per_node") or 1), cuda=True)
+        return p
 
     def _watch(self) -> _Watch:
         timeout = self.params.get("unknown_timeout_s")

@@ -3,6 +3,8 @@ after job (no per-job start-up: imports, data).
 
 A worker that dies (OOM kill, segfault) is replaced, and only the job it was running is charged the
 crash: that job reruns first (resuming from its checkpoint), and after `crashes` deaths it is given up.
+A job still running after `timeout_s` is given up at once: its worker is killed (a hung trial would hang
+again). Each slot's worker sees that slot's GPUs (its CUDA_VISIBLE_DEVICES), replacements too.
 (concurrent.futures' ProcessPoolExecutor breaks the whole pool instead: healthy workers are
 terminated and every queued job is charged a crash.)
 """
@@ -11,6 +13,7 @@ import collections
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -24,10 +27,12 @@ class Outcome(NamedTuple):
     error: str | None = None  # an exception raised outside the job's task, or its worker's deaths
 
 
-def _warm_init(threads: int | None) -> None:
-    """A warm worker: torch threads for every trial it will run."""
+def _warm_init(threads: int | None, devices: str | None = None) -> None:
+    """A warm worker: torch threads and visible GPUs for every trial it will run (set before torch starts CUDA)."""
     if threads:
         os.environ["SCALING_THREADS"] = str(threads)
+    if devices is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = devices
 
 
 def _warm_run(payload: bytes) -> bytes:
@@ -38,9 +43,9 @@ def _warm_run(payload: bytes) -> bytes:
     return cloudpickle.dumps(launcher.run_here(*params))
 
 
-def _warm_main(conn, threads: int | None) -> None:
+def _warm_main(conn, threads: int | None, devices: str | None = None) -> None:
     """A warm worker's loop: run each payload it is sent, reply (result, error); None (or EOF) stops it."""
-    _warm_init(threads)
+    _warm_init(threads, devices)
     while True:
         try:
             payload = conn.recv()
@@ -68,16 +73,17 @@ def exit_text(code: int | None) -> str:
 class _Worker:
     """One spawned worker process, the pipe to it, and the job it is running."""
 
-    def __init__(self, ctx, threads: int | None) -> None:
+    def __init__(self, ctx, threads: int | None, devices: str | None = None) -> None:
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_warm_main, args=(child, threads), name="warm-worker")
+        self.process = ctx.Process(target=_warm_main, args=(child, threads, devices), name="warm-worker")
         self.process.start()
         child.close()  # the worker holds the only other end: EOF here when it dies
         self.job: int | None = None  # index of the job it runs; None when idle
+        self.since = 0.0  # when its job started (time.time(), s)
 
     def start(self, job: int, payload: bytes) -> bool:
         """Send it a job; False when it is dead."""
-        self.job = job
+        self.job, self.since = job, time.time()
         try:
             self.conn.send(payload)
             return True
@@ -115,12 +121,15 @@ class _Worker:
 
 
 class WarmPool:
-    """`slots` warm workers (spawned; each started with `_warm_init(threads)`), replaced when they die."""
+    """`slots` warm workers (spawned; each started with `_warm_init(threads, devices(slot))`), replaced when
+    they die; a job running longer than `timeout_s` (None: no limit) is given up and its worker killed."""
 
-    def __init__(self, slots: int, threads: int | None, crashes: int) -> None:
+    def __init__(self, slots: int, threads: int | None, crashes: int,
+                 devices: Callable[[int], str] | None = None, timeout_s: float | None = None) -> None:
         import multiprocessing as mp
 
         self.ctx, self.slots, self.threads, self.crashes = mp.get_context("spawn"), slots, threads, crashes
+        self.devices, self.timeout_s = devices, timeout_s
         self.workers: list[_Worker | None] = []  # one per slot; None: to be (re)started when a job needs it
 
     def __enter__(self) -> "WarmPool":
@@ -158,7 +167,19 @@ class WarmPool:
                     w.job = None
                 elif (how := w.dead()) is not None:
                     self._crashed(slot, how, pending, deaths, ended)
+                elif self.timeout_s is not None and time.time() - w.since > self.timeout_s:
+                    self._timed_out(slot, ended)
             yield ended
+
+    def _timed_out(self, slot: int, ended: list) -> None:
+        """Give up the job of a worker past `timeout_s`: kill the worker (a fresh one takes the slot)."""
+        w = self.workers[slot]
+        job = w.job
+        w.stop()  # busy: terminated (killed after 5 s)
+        w.job, self.workers[slot] = None, None
+        log.warning("job #%d still running after %g s: its warm worker was killed", job, self.timeout_s)
+        ended.append((job, Outcome(error=f"timed out: still running after {self.timeout_s:g} s "
+                                         "(hydra.launcher.timeout_min); its warm worker was killed")))
 
     def _fill(self, pending: collections.deque, payload, deaths: list[int], ended: list) -> None:
         """Start workers up to `slots` (or replace dead idle ones) and give each idle one the next job."""
@@ -175,7 +196,7 @@ class WarmPool:
                 w.stop()
                 w = None
             if w is None:
-                w = self.workers[slot] = _Worker(self.ctx, self.threads)
+                w = self.workers[slot] = _Worker(self.ctx, self.threads, self.devices(slot) if self.devices else None)
             job = pending.popleft()
             if not w.start(job, payload(job)):
                 self._crashed(slot, w.dead() or "pipe closed", pending, deaths, ended)

@@ -5,8 +5,10 @@ wrong types fail when the config is composed; value checks live in `validate()`.
 
 Trial identity: every value here changes what a trial computes, except those declared with
 `runtime(...)` (logging, paths, progress, threads, validity checks), which are marked once, here,
-and nowhere else. The identity hashes effective values: `null` defaults that are resolved at plan
-time (`model.small_input`, `train.device=auto`) enter as what they resolve to. A key added after
+and nowhere else; a key of one optimizer, schedule or kind of data is declared with where it applies
+(`only_where`, or `since(default, applies)`) and enters only there. The identity hashes effective
+values: `null` defaults that are resolved at plan time (`model.small_input`, `train.device=auto`)
+enter as what they resolve to. A key added after
 records exist is declared with `since(default)`: its default reproduces the old computation and
 is left out of the hash, so old trial ids stay valid. The data enter through a fingerprint of the
 files actually read (scaling/data.py `fingerprint`), not through `data.root`. The `scaling` group
@@ -29,6 +31,8 @@ DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
 
 IDENTITY = "identity"  # field metadata key: False = does not change what a trial computes
 NEUTRAL = "neutral"  # field metadata key: the value of a later key that reproduces the old computation
+APPLIES = "applies"  # field metadata key: a test of the resolved config (plain dicts) saying where the key
+# changes what is computed; elsewhere (opt_eps with sgd, step-schedule keys with onecycle, ...) it is left out
 
 
 def runtime(default: Any = None, *, factory: Any = None) -> Any:
@@ -38,10 +42,37 @@ def runtime(default: Any = None, *, factory: Any = None) -> Any:
     return field(default=default, metadata={IDENTITY: False})
 
 
-def since(default: Any) -> Any:
+def since(default: Any, applies: Any = None) -> Any:
     """A schema field added after trials were recorded: at `default` it computes what trials did
-    before it existed, so that value stays out of the identity (old trial ids remain valid)."""
-    return field(default=default, metadata={NEUTRAL: default})
+    before it existed, so that value stays out of the identity (old trial ids remain valid); `applies`:
+    as in `only_where`."""
+    return field(default=default, metadata={NEUTRAL: default, **({APPLIES: applies} if applies else {})})
+
+
+def only_where(default: Any, applies: Any) -> Any:
+    """A schema field that changes what is computed only where `applies(resolved config)` is true (a key of
+    one optimizer, schedule or kind of data); elsewhere it is left out of the identity."""
+    return field(default=default, metadata={APPLIES: applies})
+
+
+def _timm_opt(c: dict) -> bool:
+    return c["train"]["opt"] != "sgd"  # torch SGD takes no epsilon
+
+
+def _step(c: dict) -> bool:
+    return c["train"]["sched"] == "step"
+
+
+def _onecycle(c: dict) -> bool:
+    return c["train"]["sched"] == "onecycle"
+
+
+def _files(c: dict) -> bool:
+    return c["data"]["name"] == "imagefolder"  # timm's transforms (auto_augment; they always flip)
+
+
+def _in_memory(c: dict) -> bool:
+    return not _files(c)
 
 
 @dataclass
@@ -74,7 +105,8 @@ class DataConfig:
     val_images: int = 5000  # held out of the training split, fixed by split_seed
     split_seed: int = 0  # fixes the validation split across trials and seeds
     test_images: int | None = since(None)  # score a fixed seeded subset of the test split (quick checks); null: all
-    hflip: bool = True  # random horizontal flips in training
+    hflip: bool = only_where(True, _in_memory)  # random horizontal flips in training (in-memory data;
+    # file datasets always flip, in timm's transform)
     num_workers: int = runtime(0)  # DataLoader workers (imagefolder only)
 
 
@@ -88,17 +120,18 @@ class TrainConfig:
     lr: float = 0.05  # peak learning rate (scaled by batch_size / lr_base_batch when that is set)
     lr_base_batch: int | None = since(None)  # batch size at which `lr` holds (paper: 0.016 per 256); null: as given
     opt: str = since("sgd")  # sgd (torch SGD, Nesterov) | a timm optimizer name, e.g. rmsproptf (create_optimizer_v2)
-    opt_eps: float | None = since(None)  # optimizer epsilon (paper's RMSProp: 0.001); null: the optimizer's default
+    opt_eps: float | None = since(None, _timm_opt)  # optimizer epsilon (paper's RMSProp: 0.001); null: its default
     momentum: float = 0.9  # SGD Nesterov momentum / RMSProp momentum
     weight_decay: float = 5e-5  # timm optimizers exclude biases and norm weights; sgd decays every parameter
     label_smoothing: float = 0.1
     sched: str = since("onecycle")  # onecycle (torch, per step) | step (timm create_scheduler_v2, per update)
-    warmup_fraction: float = 0.25  # one-cycle rise
-    decay_epochs: float = since(2.4)  # step: decay the LR every this many epochs (paper: 2.4)
-    decay_rate: float = since(0.97)  # step: by this factor (paper: 0.97)
-    warmup_epochs: float = since(0.0)  # step: linear warm-up from warmup_lr
-    warmup_lr: float = since(1e-6)  # step: LR at the start of the warm-up
-    auto_augment: str | None = since(None)  # file datasets: timm policy, e.g. original (AutoAugment) | rand-m9-mstd0.5
+    warmup_fraction: float = only_where(0.25, _onecycle)  # one-cycle rise
+    decay_epochs: float = since(2.4, _step)  # step: decay the LR every this many epochs (paper: 2.4)
+    decay_rate: float = since(0.97, _step)  # step: by this factor (paper: 0.97)
+    warmup_epochs: float = since(0.0, _step)  # step: linear warm-up from warmup_lr
+    warmup_lr: float = since(1e-6, _step)  # step: LR at the start of the warm-up
+    auto_augment: str | None = since(None, _files)  # file datasets: timm policy, e.g. original (AutoAugment) |
+    # rand-m9-mstd0.5
     device: str = "auto"  # auto | cpu | cuda; in the identity as resolved (auto: cuda where visible at plan time)
     threads: int | None = runtime(None)  # CPU threads; null: CPUs given to the job
     channels_last: bool = True  # memory format: 1.3-1.9x faster than NCHW for B0 on CPU (make bench)

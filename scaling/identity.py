@@ -15,7 +15,7 @@ import hashlib
 import json
 from typing import Any
 
-from scaling.config import IDENTITY, NEUTRAL, Config
+from scaling.config import APPLIES, IDENTITY, NEUTRAL, Config
 
 HASH_CHARS = 10
 
@@ -25,8 +25,10 @@ def digest(values: Any, chars: int = HASH_CHARS) -> str:
     return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:chars]
 
 
-def computing_values(resolved: dict[str, Any], schema: type = Config) -> dict[str, Any]:
-    """The resolved config without the fields the schema marks as not changing the result."""
+def computing_values(resolved: dict[str, Any], schema: type = Config, root: dict | None = None) -> dict[str, Any]:
+    """The resolved config without the fields the schema marks as not changing the result (`root`: the whole
+    resolved config, which says where a key of one optimizer, schedule or kind of data applies)."""
+    root = resolved if root is None else root
     kept = {}
     for f in dataclasses.fields(schema):
         if f.metadata.get(IDENTITY, True) is False or f.name not in resolved:
@@ -34,8 +36,10 @@ def computing_values(resolved: dict[str, Any], schema: type = Config) -> dict[st
         value = resolved[f.name]
         if NEUTRAL in f.metadata and value == f.metadata[NEUTRAL]:
             continue  # a later key at the value that reproduces the old computation
+        if APPLIES in f.metadata and not f.metadata[APPLIES](root):
+            continue  # a key that does nothing with this optimizer, schedule or data
         group = _dataclass_of(f)
-        kept[f.name] = computing_values(value, group) if group and isinstance(value, dict) else value
+        kept[f.name] = computing_values(value, group, root) if group and isinstance(value, dict) else value
     return kept
 
 

@@ -223,3 +223,32 @@ def test_measured_matching_puts_grid_points_at_equal_counted_cost():
                  "scaling.match=measured")  # without grid_filter: flagged, not dropped
     assert kept.status == "run" and kept.cost_mismatch == pytest.approx(-0.084, abs=0.001)
     assert "-8%" in plan.table([kept])
+
+
+@pytest.mark.parametrize("overrides, trial_id", [  # ids computed before keys that do not apply left the identity
+    ((), "9fd5533ce4"), (("train=quick",), "9b4b5033cc"), (("train=demo",), "c4133c24f2"),
+    (("train=quick", "train.opt=rmsproptf", "train.opt_eps=0.001"), "9ee07f6265"),
+    (("train=quick", "model.drop_path_rate=0.1"), "8bfba22c4c"),
+])
+def test_trial_ids_of_todays_configs_stay_the_same(overrides, trial_id):
+    """(Trials with train.sched=step get new ids: train.warmup_fraction, of the one-cycle schedule, left them.)"""
+    assert _plan(*overrides).ids["trial_id"] == trial_id
+
+
+@pytest.mark.parametrize("noop", [
+    "train.opt_eps=0.001",  # torch SGD has no epsilon
+    "train.decay_epochs=1.0", "train.decay_rate=0.5", "train.warmup_epochs=2", "train.warmup_lr=0.001",  # onecycle
+    "train.auto_augment=original",  # in-memory data: no timm transform
+])
+def test_keys_that_do_not_apply_leave_the_identity(noop):
+    assert _plan("train=quick", noop).ids == _plan("train=quick").ids
+
+
+@pytest.mark.parametrize("base, key", [
+    ("train.opt=rmsproptf", "train.opt_eps=0.001"), ("train.sched=step", "train.decay_rate=0.5"),
+    ("train.sched=step", "train.warmup_epochs=2"),
+])
+def test_the_same_keys_enter_where_they_apply(base, key):
+    assert _plan("train=quick", base, key).ids["trial_id"] != _plan("train=quick", base).ids["trial_id"]
+    assert _plan("train=quick", "train.sched=step", "train.warmup_fraction=0.1").ids == \
+        _plan("train=quick", "train.sched=step").ids  # the one-cycle rise does nothing under step

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
 import json
 import os
 import platform
@@ -108,23 +107,15 @@ class Estimate:
 # ---- the work ---- #
 
 
-@functools.lru_cache(maxsize=16)
-def _image_files(tree: str) -> int:
-    """Image files under an ImageFolder tree, as torchvision's ImageFolder counts them."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS
-
-    return sum(name.lower().endswith(IMG_EXTENSIONS) for _, _, files in os.walk(tree) for name in files)
-
-
 def split_sizes(cfg_data, has_test: bool = True) -> tuple[int, int]:
     """(training pool before the held-out validation split, test split) of a dataset, in images."""
     if cfg_data.name in SIZES:
         pool, test = SIZES[cfg_data.name]
         return pool, test if has_test else 0
-    from scaling.data import _folder_dirs
+    from scaling.data import _folder_dirs, folder_images
 
     train_dir, test_dir = _folder_dirs(cfg_data.root)
-    return _image_files(str(train_dir)), _image_files(str(test_dir)) if test_dir and has_test else 0
+    return folder_images(str(train_dir)), folder_images(str(test_dir)) if test_dir and has_test else 0
 
 
 def work(cfg, world: int = 1, has_test: bool = True) -> Work:
@@ -165,9 +156,9 @@ def threads(cfg) -> int:
 def oversubscribed(cfg, world: int, trials: int) -> float:
     """How many times over this machine's CPUs the local launcher's concurrent trials ask for (>= 1; 1 for
     launchers without `max_parallel`): at most `trials` at once, each `world` processes of `threads` threads."""
-    slots = OmegaConf.select(cfg, "hydra.launcher.max_parallel", default=None)
-    if not slots:
+    if OmegaConf.select(cfg, "hydra.launcher.max_parallel", default="absent") == "absent":
         return 1.0
+    slots = OmegaConf.select(cfg, "hydra.launcher.max_parallel") or 1  # null: one per GPU group, 1 on CPU
     return max(1.0, min(int(slots), trials) * world * threads(cfg) / len(os.sched_getaffinity(0)))
 
 
@@ -314,7 +305,13 @@ class Estimator:
         key = identity.digest([planned.network, OmegaConf.to_container(cfg.model, resolve=True), cfg.data.name,
                                t.batch_size, t.bf16, t.channels_last, t.opt, t.ema, where, threads(cfg), world])
         if key not in self.probes:
-            self.probes[key] = probe(cfg, planned, world)
+            try:
+                self.probes[key] = probe(cfg, planned, world)
+            except Exception as err:  # noqa: BLE001 - out of memory, no device, unreadable data: no estimate
+                self.notes[f"none for {planned.dirname}: its throughput probe failed here ({type(err).__name__}: "
+                           f"{(str(err).strip().splitlines() or [''])[0][:200]}); give hydra.sweeper."
+                           "images_per_second=N or hydra.sweeper.probe=FILE"] = None
+                return None
         p = self.probes[key]
         over = oversubscribed(cfg, world, self.trials) if where == "cpu" else 1.0
         shared = f", CPUs asked {over:.2g} x over" if over > 1 else ""

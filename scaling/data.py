@@ -370,6 +370,15 @@ def shape_of(cfg_data) -> tuple[int, int]:
     return 3, classes
 
 
+@functools.lru_cache(maxsize=16)
+def folder_images(tree: str) -> int:
+    """Images of an ImageFolder tree, as torchvision's ImageFolder lists them (image files in class folders,
+    symlinks followed)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+    return len(make_dataset(tree, extensions=IMG_EXTENSIONS, allow_empty=True))
+
+
 # ---- fingerprints: what the data files hold, for the trial identity ---- #
 
 SYNTHETIC_VERSION = "gratings-1"  # bump when `synthetic` draws other images
@@ -397,10 +406,11 @@ def _contents(paths: list[Path]) -> str:
 
 @functools.lru_cache(maxsize=16)
 def _listing(tree: str) -> str:
-    """Hash of an ImageFolder tree's relative file names and sizes (content hashing a million JPEGs is too slow)."""
+    """Hash of an ImageFolder tree's relative file names and sizes (content hashing a million JPEGs is too slow),
+    symlinked folders followed, as torchvision's ImageFolder follows them (a farm of links to class folders)."""
     h = hashlib.sha1()
     base = Path(tree)
-    for folder, dirs, files in os.walk(base):
+    for folder, dirs, files in os.walk(base, followlinks=True):
         dirs.sort()
         for name in sorted(files):
             path = Path(folder, name)

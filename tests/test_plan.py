@@ -252,3 +252,26 @@ def test_the_same_keys_enter_where_they_apply(base, key):
     assert _plan("train=quick", base, key).ids["trial_id"] != _plan("train=quick", base).ids["trial_id"]
     assert _plan("train=quick", "train.sched=step", "train.warmup_fraction=0.1").ids == \
         _plan("train=quick", "train.sched=step").ids  # the one-cycle rise does nothing under step
+
+
+def _farm(root: Path, source: Path) -> Path:
+    """An ImageFolder of symlinks to another's class folders (how ImageNet subsets are often laid out)."""
+    (root / "train").mkdir(parents=True)
+    for c in sorted((source / "train").iterdir()):
+        (root / "train" / c.name).symlink_to(c, target_is_directory=True)
+    return root
+
+
+def test_symlink_farms_are_read_as_imagefolder_reads_them(tmp_path):
+    """Two farms with the same class count over different images are two trials; a farm over a folder is
+    that folder's trial; the cost estimate counts the images ImageFolder reads."""
+    from scaling import cost, data
+
+    a, b = _image_folder(tmp_path / "a", 3, 0), _image_folder(tmp_path / "b", 3, 1)
+    farms = [_farm(tmp_path / "farm_a", a), _farm(tmp_path / "farm_b", b)]
+    args = ("data=imagefolder", "data.val_images=2", "model=efficientnet_b0_cpu")
+    fa, fb, real = (_plan(*args, f"data.root={r}") for r in (*farms, a))
+    assert fa.data_files != fb.data_files and fa.ids["trial_id"] != fb.ids["trial_id"]
+    assert fa.ids == real.ids
+    assert cost.split_sizes(_cfg(*args, f"data.root={farms[0]}").data) == (9, 0)
+    assert data.folder_images(str(farms[1] / "train")) == 9

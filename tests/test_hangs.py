@@ -1,10 +1,13 @@
 """Nothing hangs and nothing is a traceback: a hung trial in a warm worker is stopped at `timeout_min` and
-recorded failed (a real hang: a trial sleeping for an hour)."""
+recorded failed (a real hang: a trial sleeping for an hour); the plan's throughput probe out of memory is one
+note and no estimate."""
 
 import json
+import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -24,3 +27,29 @@ def test_a_hung_trial_in_a_warm_worker_is_killed_at_timeout_min_and_recorded_fai
     rec = json.loads((sweep_dir / "0/result.json").read_text())
     assert rec["status"] == "failed" and rec["error"].startswith("timed out: still running after 6 s"), rec
     assert not (tmp_path / "ran.txt").exists()  # the trial never finished
+
+
+def test_a_probe_out_of_memory_is_one_note_and_the_plan_has_no_estimate():
+    """A real out-of-memory in the plan's throughput probe (a batch far beyond an address-space limit set here):
+    one note, no rate; the plan goes on (it ended in a traceback)."""
+    from hydra import compose, initialize_config_dir
+
+    from scaling import config, cost, plan
+
+    config.register()
+    overrides = ["train=quick", "logger=none", "train.batch_size=65536"]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    planned = plan.Planner().plan(cfg, overrides)
+    estimator = cost.Estimator()
+    used = int(Path("/proc/self/status").read_text().split("VmSize:")[1].split()[0]) * 1024  # bytes
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (used + 2 * 2**30, hard))  # 2 GiB more than now: the batch needs ~20
+    try:
+        rate = estimator.rate(cfg, planned, world=1)
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    (note,) = estimator.notes
+    assert rate is None and not estimator.probes
+    assert note.startswith(f"none for {planned.dirname}: its throughput probe failed here (RuntimeError: ")
+    assert "can't allocate memory" in note and "\n" not in note

@@ -181,3 +181,24 @@ def test_a_truncated_checkpoint_is_a_scaling_error_naming_the_file(tmp_path):
     torch.save({"model": {}}, ckpt)  # readable, but not a trial's checkpoint
     with pytest.raises(trial.ScalingError, match=r"not a readable checkpoint \(ValueError: missing trial_id"):
         trial.load_checkpoint(ckpt, "abc")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("free_pages, launcher", [
+    (0, []),  # not even the sweep folder's multirun.yaml fits
+    (6, ["hydra/launcher=local", "hydra.launcher.warm=true", "hydra.launcher.cpus_per_task=1"]),  # as make runs
+])
+def test_a_full_disk_in_the_default_layout_is_lines_and_a_summary_never_a_traceback(tmpfs, free_pages, launcher):
+    """paths.output_dir on a full tmpfs, hydra.run.dir left where it is: Hydra writes each job's .hydra/ and
+    log into the trial folder before the task starts, so the trials fail before sweep.py sees them."""
+    fill(tmpfs, free_pages)
+    proc = sweep("-m", *TINY, "seed=0,1", *launcher, out=tmpfs, check=False)
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr[-3000:]
+    if free_pages == 0:
+        line = assert_one_error_line(proc)
+        assert line.startswith(f"error: cannot write the sweep folder {tmpfs}") and "No space left" in line
+        return
+    assert proc.returncode == 1 and "0 of 2 trials ok, 2 failed" in proc.stdout, proc.stdout[-2000:]
+    failed = [x for x in (proc.stdout + proc.stderr).splitlines() if "] trial " in x and " failed: " in x
+              and "No space left on device" in x]  # the launcher's line per trial (its record cannot be written)
+    assert len(failed) == 2 and proc.stdout.count("  FAILED ") == 2, proc.stdout[-2000:]

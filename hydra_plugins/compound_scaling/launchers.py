@@ -49,6 +49,18 @@ class TrialDied(RuntimeError):
     """A job that ended without returning a result (killed, cancelled, out of memory)."""
 
 
+class _Unsubmitted:
+    """A job that could not be submitted (its files not written): over at once, with why."""
+
+    job_id = "unsubmitted"
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+    def done(self, force_check: bool = False) -> bool:
+        return True
+
+
 class _Watch:
     """When jobs are over: their result file, or sacct (forced each poll), as submitit reads them."""
 
@@ -229,6 +241,8 @@ class _Launcher(BaseSubmititLauncher):
     def _collect(self, job, overrides: Sequence[str], watch: _Watch, job_num: int) -> JobReturn:
         """The job's return, or FAILED with a `failed` record in its folder when it died without one."""
         slurm_job_id = str(job.job_id) if self._EXECUTOR == "slurm" else None
+        if isinstance(job, _Unsubmitted):
+            return self._dead(overrides, job.error, None, job_num)
         if job.job_id in watch.given_up:
             return self._dead(overrides, watch.given_up[job.job_id], slurm_job_id, job_num)
         seen = watch.seen.get(job.job_id)
@@ -250,11 +264,15 @@ class _Launcher(BaseSubmititLauncher):
             trial_dir = self._trial_dir(overrides, job_num)
         except Exception as err:  # noqa: BLE001 - the overrides themselves are bad: nowhere to write
             trial_dir, error = None, f"{error}; {type(err).__name__}: {str(err).splitlines()[0]}"
+        unwritten = ""
         if trial_dir is not None:
             from scaling import failure
 
-            failure.record_death(trial_dir, error, slurm_job_id)
-        log.error("trial %s failed: %s", trial_dir.name if trial_dir else "?", error)
+            try:
+                failure.record_death(trial_dir, error, slurm_job_id)
+            except OSError as err:  # a full disk: the line below is all there is
+                unwritten = f" (no failed record: {type(err).__name__}: {err})"
+        log.error("trial %s failed: %s%s", trial_dir.name if trial_dir else "?", error, unwritten)
         ret = JobReturn(overrides=list(overrides), status=JobStatus.FAILED, working_dir=str(trial_dir))
         ret.return_value = TrialDied(error)
         ret.status = JobStatus.FAILED
@@ -343,7 +361,11 @@ class LocalLauncher(_Launcher):
             slot = min(set(range(slots.parallel)) - set(busy))
             local.update_parameters(timeout_min=float(self.params.get("timeout_min") or 0) or 2.0,
                                     **_visible(slots.devices(slot)))  # exact minutes, as warm workers take them
-            busy[slot] = executor.submit(self, *params)
+            try:
+                busy[slot] = executor.submit(self, *params)
+            except OSError as err:  # its files could not be written (a full disk): that trial fails, not the sweep
+                busy[slot] = _Unsubmitted(f"not started: submitit could not write its job files: "
+                                          f"{type(err).__name__}: {err}")
             jobs.append(busy[slot])
         return jobs
 

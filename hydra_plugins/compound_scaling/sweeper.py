@@ -188,12 +188,21 @@ class GridSweeper(Sweeper):
         size = self.max_batch_size or max(1, len(todo))
         for i in range(0, len(todo), size):
             batch = [[*p.overrides, f"hydra.sweep.subdir={p.dirname}"] for p, _ in todo[i:i + size]]
-            returns += list(self.launcher.launch(batch, initial_job_idx=first_idx + i))
+            try:
+                returns += list(self.launcher.launch(batch, initial_job_idx=first_idx + i))
+            except OSError as err:  # Hydra's basic launcher writes each job's .hydra/ first (a full disk)
+                print(f"error: {len(batch)} trial(s) not run: {type(err).__name__}: {err}", file=sys.stderr,
+                      flush=True)
         return returns
 
     def sweep(self, arguments: list[str]) -> Any:
-        self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
+        try:
+            self.sweep_dir.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
+        except OSError as err:  # a full or read-only disk: nothing of the sweep can be written
+            print(f"error: cannot write the sweep folder {self.sweep_dir}: {type(err).__name__}: {err}",
+                  file=sys.stderr, flush=True)
+            sys.exit(2)
         started = time.time()
         try:
             return self._sweep(arguments)
@@ -207,8 +216,11 @@ class GridSweeper(Sweeper):
         slots = OmegaConf.select(self.config, "hydra.launcher.max_parallel", default=None)
         line = {"started": _iso(started), "finished": _iso(time.time()), "started_s": started,
                 "finished_s": time.time(), "slots": slots or 1, "mode": self.mode}
-        with open(self.sweep_dir / "timing.jsonl", "a") as f:
-            f.write(json.dumps(line) + "\n")
+        try:
+            with open(self.sweep_dir / "timing.jsonl", "a") as f:
+                f.write(json.dumps(line) + "\n")
+        except OSError as err:  # a full disk: the sweep's own lines said what happened
+            print(f"warning: timing.jsonl not written: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
 
     def _sweep(self, arguments: list[str]) -> Any:
         """Run the study; bad settings or an unrunnable plan are one `error:` line, exit 2."""

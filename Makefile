@@ -40,7 +40,7 @@ endif
 S := $(OUT)/sweeps
 REPORT := $(PY) -m analysis.report
 
-.PHONY: help install test test-fast lint bench gpu-check slurm-up slurm-down demo transfer fig3 fig4 fig8 table2 table3 figures clean
+.PHONY: help install test test-fast lint bench gpu-check slurm-up slurm-down demo demo-pooled transfer fig3 fig4 fig8 table2 table3 figures clean
 
 help:  ## list targets
 	@grep -hE '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -89,13 +89,21 @@ DEMO := compound_grid$(if $(filter-out 0,$(SEEDS_FROM)),_seeds$(SEEDS_FROM))
 DEMO_SEEDS := $(shell seq -s, $(SEEDS_FROM) $$(($(SEEDS_FROM) + $(RACE_SEEDS) - 1)))
 # the baseline on the race's seeds: trained in the race's tail (alongside), then its own sweep retrains nothing
 BASELINE = sweep=baseline name=baseline_$(DEMO) seed=$(DEMO_SEEDS)
-demo: install  ## the main job: race the φ=1 grid on the calm recipe; confidence set, σ, MDD, cost, figures (20-22 min on 2 cores)
+demo: install  ## the main job: race the φ=1 grid on the calm recipe; confidence set, σ, MDD, cost, figures (time: docs/results/demo.md)
 	@date +"demo started %T"
 	-$(RUN) sweep=compound_grid name=$(DEMO) hydra/sweeper=race hydra.sweeper.race.max_seeds=$(RACE_SEEDS) \
 	  hydra.sweeper.race.first_seed=$(SEEDS_FROM) "hydra.sweeper.race.alongside='$(BASELINE)'"
 	-$(RUN) $(BASELINE)
 	$(REPORT) $(S)/$(DEMO) --baseline $(S)/baseline_$(DEMO) --out $(REPORTS)/$(subst compound_grid,demo,$(DEMO)) --wandb
 	@date +"demo finished %T"
+
+# the demo on seeds 0 .. 2R-1 (R = RACE_SEEDS): `make demo` and `make demo SEEDS_FROM=R`, pooled (analysis/pool.py);
+# a demo whose race has not finished (no race.json saying done) is run first, and resumes where it stopped
+POOLED := compound_grid compound_grid_seeds$(RACE_SEEDS)
+demo-pooled: install  ## the demo on seeds 0-5: both demo runs (run first if unfinished), one pooled answer -> reports/demo-pooled
+	@grep -qs '"done": true' $(S)/compound_grid/race.json || $(MAKE) demo SEEDS_FROM=0
+	@grep -qs '"done": true' $(S)/compound_grid_seeds$(RACE_SEEDS)/race.json || $(MAKE) demo SEEDS_FROM=$(RACE_SEEDS)
+	$(REPORT) $(addprefix $(S)/,$(POOLED)) --baseline $(addprefix $(S)/baseline_,$(POOLED)) --out $(REPORTS)/demo-pooled
 
 TRANSFER := $(REPORTS)/transfer
 comma := ,

@@ -4,8 +4,11 @@
 
 Writes results.csv/.parquet (the trials analysed), fit.json (when φ = 1 compound trials exist), the
 figures that the data supports, and prints where everything is. `--wandb` also logs a W&B summary
-run (offline). The fit and figures use one baseline and recipe (the largest, or --recipe); Table 3
-compares baselines, so it keeps every model, each with one recipe. `--only table3` draws Table 3 alone.
+run (offline). Two or more folders that each hold a φ = 1 grid are runs of one study: they are
+pooled into one answer on all their seeds, or refused with one line when their recipes, grids or
+seeds do not allow it (analysis/pool.py). The fit and figures use one baseline and recipe (the
+largest, or --recipe); Table 3 compares baselines, so it keeps every model, each with one recipe.
+`--only table3` draws Table 3 alone.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import collect, plots
+from analysis import collect, plots, pool
 from analysis.cli import one_line_errors, warn
 from analysis.fit import FitError, fit, race_file
 from analysis.race import decision as race_decision
@@ -161,6 +164,9 @@ def report(folders: list[str], out: Path, only: tuple[str, ...] = FIGURES, name:
     if recipe and "recipe" in collected and recipe not in set(collected["recipe"]):
         raise FitError(f"--recipe {recipe}: not found; recipes here: "
                        f"{', '.join(collected['recipe'].dropna().unique())}")
+    runs = pool.grid_runs(folders, recipe) if len(folders) > 1 else []
+    if len(runs) > 1:  # runs of one study: pooled on all their seeds, or refused with one line
+        pool.check(runs)
     table3 = collected[collected["kind"] == "table3"] if "table3" in only and "kind" in collected else collected[:0]
     table3 = recipe_per_model(table3, recipe)  # every model, each with one recipe
     df = one_recipe(collected, recipe) if set(only) - {"table3"} else collected[:0]  # the fit and other figures
@@ -170,7 +176,9 @@ def report(folders: list[str], out: Path, only: tuple[str, ...] = FIGURES, name:
     counts = analysed["status"].value_counts().to_dict()
     result, race = None, race_state(folders)
     compound = df[(df["method"] == "compound") & np.isclose(df["phi"].astype(float), 1.0)] if "phi" in df else df[:0]
-    if compound.groupby(["alpha", "beta", "gamma"]).ngroups >= 2:  # a grid to search, not a single point
+    if len(runs) > 1:  # one fixed-sample answer on every run's seeds (analysis/pool.py), not a race
+        result, race = pool.pooled_fit(runs, rule=rule), None
+    elif compound.groupby(["alpha", "beta", "gamma"]).ngroups >= 2:  # a grid to search, not a single point
         try:  # the φ = 1 grid search itself; a raced folder gets the race's own set and level
             result = race_decision(compound, race, rule=rule) if race else fit(compound, rule=rule)
         except FitError as err:
@@ -201,7 +209,7 @@ def report(folders: list[str], out: Path, only: tuple[str, ...] = FIGURES, name:
     for f in files:
         print(f"  wrote {f}")
     if result:
-        print("\n".join(summary_lines(result, race)))
+        print("\n".join(summary_lines(result, race) + pool.pooled_lines(result)))
     for line in estimate_lines(folders):
         print(line)
     return {"results": analysed, "fit": result, "files": files}

@@ -2,7 +2,6 @@
 
     python -m analysis.fit --csv results.csv [--rule cheapest] [--max-cost-gap 0.10]
     python -m analysis.fit outputs/sweeps/compound_grid
-    python -m analysis.fit outputs/sweeps/compound_grid outputs/sweeps/compound_grid_seeds3  # pooled (analysis/pool.py)
 
 Every choice is made on the validation split (metrics.CHOICE, `val_top1`: held-out training images
 no trial trains on); the test split (metrics.REPORT, `top1`) is reported beside it and never chooses.
@@ -21,13 +20,24 @@ no trial trains on); the test split (metrics.REPORT, `top1`) is reported beside 
 - "single_seed": one seed per point, so noise cannot be estimated and every point stays in the set.
 - "no_noise": the replicate seeds agree exactly (σ̂ = 0), so no point can be excluded.
 
+Beside the set, whatever the method, `surface.region` says where the optimum lies on the constraint
+(analysis.surface): the (α, β) of a lattice over the sampled region whose predicted top-1 is not
+significantly below any other's, its most likely point, and the predicted gain over the baseline
+allocation (EfficientNet's α, β; γ matched), with coverage ≥ 90% measured on planted surfaces. It is
+withheld, and the note says so, when the quadratic lacks fit against the replicate seeds.
+
+Equal cost: a φ = 1 trial counts when its nominal α·β²·γ² is within the tolerance of the target, or
+when its measured FLOPs factor is within scaling.coefficients.COST_TOLERANCE of it (γ matched by
+measured cost); the others are listed in `off_constraint`, in the note and on stderr. The same
+COST_TOLERANCE flags points in `cost_flags`: the plan drops a matched point beyond it, the fit flags any.
+
 Beside the old keys (alpha, beta, gamma, alpha_ci, beta_ci, gamma_ci, n_trials, n_points, method,
 top1 (validation, of the answer), target, tolerance) the JSON holds: splits (which column chooses,
 which reports), selected (with its test_top1), confidence_set, confidence_method, note, sigma (the
 pooled residual s.d. the comparisons use), sigma_within (descriptive), df, paired, mdd and
-mdd_test (the set's own test), seeds_to_resolve (a range), winners_curse, surface, outlier_runs,
-cost_flags, points (every point, with in_set), level, options (every analysis option, non_default
-naming the changed ones). Every value is plain JSON; null, never NaN.
+mdd_test (the set's own test), seeds_to_resolve (a range), winners_curse, surface (with region),
+off_constraint, outlier_runs, cost_flags, points (every point, with in_set), level, options (every
+analysis option, non_default naming the changed ones). Every value is plain JSON; null, never NaN.
 """
 
 from __future__ import annotations
@@ -40,10 +50,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import spatial, stats
 
+from analysis import surface as response
 from analysis import verdict
-from analysis.cli import one_line_errors
+from analysis.cli import one_line_errors, warn
 from analysis.common import json_safe, load, settings
 from analysis.metrics import CHOICE, METRICS, REPORT
 from analysis.stats import (
@@ -51,26 +61,32 @@ from analysis.stats import (
     LEVEL,
     NOISE,
     Analysis,
-    Design,
     FitError,
     analyze,
     drop_outliers,
     summaries,
     with_keys,
 )
-from scaling.coefficients import DEFAULT_TARGET, PRODUCT_TOLERANCE, on_constraint
+from analysis.surface import surface_tests  # noqa: F401 - re-exported: tests and the race call it here
+from scaling.coefficients import COST_TOLERANCE, DEFAULT_TARGET, PRODUCT_TOLERANCE, flops_factor, on_constraint
 
 REQUIRED = ("alpha", "beta", "gamma", "phi", "seed", "flops", CHOICE)
 RULES = ("highest_mean", "cheapest")
-COST_FLAG = 0.10  # measured FLOPs factor more than 10% off the nominal target^φ is flagged
+COST_FLAG = COST_TOLERANCE  # one owner (scaling.coefficients): a measured FLOPs factor further off target^φ
+# than the plan's own equal-cost tolerance (which drops such matched points before launch) is flagged here
 DEFAULTS = {"level": LEVEL, "rule": "highest_mean", "max_cost_gap": None, "robust": False, "noise": "per_point",
             "recipe": None}  # the analysis options; fit.json records them all and names those changed
 SPLITS = {"choice": CHOICE, "choice_label": METRICS[CHOICE].label, "report": REPORT,
           "report_label": METRICS[REPORT].label}
 
-def constrained_trials(df: pd.DataFrame, target: float = DEFAULT_TARGET,
-                       tolerance: float = PRODUCT_TOLERANCE) -> pd.DataFrame:
-    """ok trials at φ = 1 on the constraint (scaling.coefficients.on_constraint), keyed by point."""
+def constrained_trials(df: pd.DataFrame, target: float = DEFAULT_TARGET, tolerance: float = PRODUCT_TOLERANCE,
+                       cost_tolerance: float = COST_TOLERANCE) -> pd.DataFrame:
+    """ok trials at φ = 1 at equal cost, keyed by point; `.attrs["off_constraint"]` lists the points left out.
+
+    Equal cost: the nominal α·β²·γ² within `tolerance` of target (scaling.coefficients.on_constraint), or a
+    measured FLOPs factor within `cost_tolerance` of target (a γ matched by measured cost, scaling.match=measured,
+    whose nominal product is off target by design).
+    """
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise FitError(f"missing columns: {', '.join(missing)}; the fit needs {', '.join(REQUIRED)} (+ status; "
@@ -81,10 +97,34 @@ def constrained_trials(df: pd.DataFrame, target: float = DEFAULT_TARGET,
     if ok.empty:
         raise FitError(f"no ok trials with alpha, beta, gamma and {CHOICE} to fit")
     ok = ok.assign(**{k: ok[k].astype(float) for k in (*KEY, "phi", CHOICE)})
-    on = ok[np.isclose(ok["phi"], 1.0) & on_constraint(ok.alpha, ok.beta, ok.gamma, target, tolerance)]
+    ok = ok[np.isclose(ok["phi"], 1.0)]
+    nominal = on_constraint(ok.alpha.to_numpy(), ok.beta.to_numpy(), ok.gamma.to_numpy(), target, tolerance)
+    factor = (pd.to_numeric(ok["measured_flops_factor"], errors="coerce").to_numpy(float)
+              if "measured_flops_factor" in ok.columns else np.full(len(ok), np.nan))
+    measured = np.abs(factor / target - 1) <= cost_tolerance + 1e-9
+    on = ok[nominal | measured]
     if on.empty:
-        raise FitError(f"no ok trials at phi=1 on the constraint |alpha*beta^2*gamma^2 - {target:g}| <= {tolerance:g}")
-    return with_keys(on)
+        raise FitError(f"no ok trials at phi=1 on the constraint |alpha*beta^2*gamma^2 - {target:g}| <= {tolerance:g} "
+                       f"or with a measured FLOPs factor within {cost_tolerance:.0%} of {target:g}")
+    off = ok[~(nominal | measured)].assign(measured_flops_factor=factor[~(nominal | measured)])
+    out = with_keys(on)
+    out.attrs["off_constraint"] = [
+        {**dict(zip(KEY, k)), "trials": len(g), "product": flops_factor(*k),
+         "measured_flops_factor": g["measured_flops_factor"].mean()}
+        for k, g in off.groupby(KEY)]
+    return out
+
+
+def off_constraint_note(off: list[dict], target: float, tolerance: float) -> str:
+    """One sentence naming the φ = 1 points left out for unequal cost (empty when none)."""
+    if not off:
+        return ""
+    shown = "; ".join(f"({p['alpha']:g}, {p['beta']:g}, {p['gamma']:g}): product {p['product']:.2f}, measured "
+                      + ("not recorded" if p["measured_flops_factor"] is None or pd.isna(p["measured_flops_factor"])
+                         else f"{p['measured_flops_factor']:.2f}") for p in off)
+    return (f" {sum(p['trials'] for p in off)} trial(s) at {len(off)} point(s) at phi = 1 are left out, neither on "
+            f"the constraint (|alpha*beta^2*gamma^2 - {target:g}| <= {tolerance:g}) nor at equal measured cost "
+            f"(FLOPs factor within {COST_TOLERANCE:.0%} of {target:g}): {shown} (off_constraint).")
 
 
 def grid_argmax(trials: pd.DataFrame) -> dict:
@@ -95,60 +135,15 @@ def grid_argmax(trials: pd.DataFrame) -> dict:
     return {"alpha": best.alpha, "beta": best.beta, "gamma": best.gamma, "top1": best["mean"]}
 
 
-def quadratic(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Design columns 1, a, b, a², b², ab."""
-    return np.stack([np.ones_like(a), a, b, a * a, b * b, a * b], axis=1)
-
-
-def _rss(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    coef = np.linalg.lstsq(X, Y, rcond=None)[0]
-    return ((Y - X @ coef) ** 2).sum(0), coef
-
-
-def surface_tests(la: np.ndarray, lb: np.ndarray, d: Design, y: np.ndarray, level: float = LEVEL) -> dict | str:
-    """Lack-of-fit and regression F tests of the quadratic, and its maximum, for one or many studies.
-
-    la, lb: log α, log β per trial; d: the point (+ seed) design of the same trials; y: trials (×
-    studies). Pure error = the point model's residual; lack of fit = quadratic − point model;
-    regression = quadratic vs intercept (+ seed effects). Returns arrays per study, or the reason
-    the test cannot run.
-    """
-    Y = np.asarray(y, float).reshape(len(y), -1)
-    cells = np.unique(np.round(np.c_[la, lb], 9), axis=0)
-    if d.df < 1:
-        return "not tested: needs replicate seeds (pure error)"
-    if len(cells) < 7 or np.linalg.matrix_rank(quadratic(cells[:, 0], cells[:, 1])) < 6:
-        return "not tested: needs >= 7 distinct (alpha, beta) points (6 quadratic terms + lack of fit)"
-    seeds = d.X[:, d.means.shape[0]:]  # seed indicators; none when unpaired
-    Xq, X0 = np.hstack([quadratic(la, lb), seeds]), np.hstack([np.ones((len(la), 1)), seeds])
-    df_q = len(la) - np.linalg.matrix_rank(Xq)
-    df_lof, df_reg = df_q - d.df, np.linalg.matrix_rank(Xq) - np.linalg.matrix_rank(X0)
-    if df_lof < 1:
-        return "not tested: no degrees of freedom left for lack of fit"
-    (rss_pe, _), (rss_q, coef), (rss_0, _) = _rss(d.X, Y), _rss(Xq, Y), _rss(X0, Y)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p_lof = stats.f.sf((rss_q - rss_pe) / df_lof / (rss_pe / d.df), df_lof, d.df)
-        p_reg = stats.f.sf((rss_0 - rss_q) / df_reg / (rss_q / df_q), df_reg, df_q)
-        c1, c2, c3, c4, c5 = coef[1:6]
-        det = 4 * c3 * c4 - c5**2  # Hessian [[2c3, c5], [c5, 2c4]]: negative definite iff c3 < 0, det > 0
-        xa, xb = (c5 * c2 - 2 * c4 * c1) / det, (c5 * c1 - 2 * c3 * c2) / det
-    maximum = (c3 < 0) & (det > 0)
-    stationary = np.nan_to_num(np.c_[xa, xb], nan=1e9, posinf=1e9, neginf=-1e9)
-    inside = spatial.Delaunay(cells).find_simplex(stationary) >= 0
-    seed_mean = coef[6:].sum(0) / d.n_seeds if d.paired else 0.0
-    top1 = (quadratic(xa, xb) * coef[:6].T).sum(1) + seed_mean
-    accepted = (p_lof > level) & (p_reg < level) & maximum & inside
-    return dict(lack_of_fit_p=p_lof, regression_p=p_reg, maximum=maximum, inside=inside, accepted=accepted,
-                log_alpha=xa, log_beta=xb, top1=top1)
-
-
 def surface(trials: pd.DataFrame, a: Analysis, target: float, level: float = LEVEL) -> dict:
-    """The response-surface verdict for one study, as plain JSON values."""
+    """The response-surface verdict for one study and, unless it lacks fit, the region for the optimum (JSON)."""
     idx = trials["point"].map({p: i for i, p in enumerate(a.points["point"])}).to_numpy()
     la, lb = np.log(a.points["alpha"].to_numpy(float))[idx], np.log(a.points["beta"].to_numpy(float))[idx]
-    r = surface_tests(la, lb, a.design, trials[CHOICE].to_numpy(float), level)
+    y = trials[CHOICE].to_numpy(float)
+    r = surface_tests(la, lb, a.design, y, level)
     if isinstance(r, str):
-        return {"accepted": False, "lack_of_fit_p": None, "regression_p": None, "reason": r, "optimum": None}
+        return {"accepted": False, "lack_of_fit_p": None, "regression_p": None, "reason": r, "optimum": None,
+                "region": None, "region_note": response.describe(None, f"was {r}")}
     r = {k: v[0] for k, v in r.items()}
     p_lof, p_reg = float(r["lack_of_fit_p"]), float(r["regression_p"])
     reason = ("not tested: the replicate seeds agree exactly (no pure error)" if not math.isfinite(p_lof) else
@@ -159,13 +154,18 @@ def surface(trials: pd.DataFrame, a: Analysis, target: float, level: float = LEV
               "rejected: the stationary point is not a maximum" if not r["maximum"] else
               "rejected: the maximum lies outside the sampled points" if not r["inside"] else
               f"accepted: no lack of fit (p = {p_lof:.3g}), significant (p = {p_reg:.3g}), maximum inside the grid")
+    pts = a.points
+    gamma_at = response.matched_gamma(*(pts[k].to_numpy(float) for k in KEY))
     optimum = None
     if r["accepted"]:
         alpha, beta = math.exp(r["log_alpha"]), math.exp(r["log_beta"])
-        optimum = {"alpha": alpha, "beta": beta, "gamma": math.sqrt(target / (alpha * beta**2)),
-                   "top1": float(r["top1"])}
+        optimum = {"alpha": alpha, "beta": beta, "gamma": float(gamma_at(alpha, beta)), "top1": float(r["top1"])}
+    fits = math.isfinite(p_lof) and p_lof > level  # the region's gate: no lack of fit against the seeds
+    region = response.optimum_region(la, lb, a.design, y, gamma_at, level) if fits else None
+    why = ("was not tested: the replicate seeds agree exactly" if not math.isfinite(p_lof) else
+           f"lacks fit against the replicate seeds (p = {p_lof:.3g} <= {level:g})")
     return {"accepted": bool(r["accepted"]), "lack_of_fit_p": p_lof, "regression_p": p_reg, "reason": reason,
-            "optimum": optimum}
+            "optimum": optimum, "region": region, "region_note": response.describe(region, why)}
 
 
 def _point(row: pd.Series) -> dict:
@@ -200,11 +200,13 @@ def _flag(row: pd.Series, target: float, excluded: bool) -> dict:
 
 def fit_result(trials: pd.DataFrame, a: Analysis, *, target: float, tolerance: float, level: float = LEVEL,
              rule: str = "highest_mean", max_cost_gap: float | None = None,
-             dropped_runs: pd.DataFrame | None = None, options: dict | None = None, race: bool = False) -> dict:
+             dropped_runs: pd.DataFrame | None = None, options: dict | None = None, race: bool = False,
+             off_constraint: list[dict] | None = None) -> dict:
     """The fit's JSON object from an analysis (see the module docstring for `method`).
 
     dropped_runs: outlier runs already removed from `trials` (robust fit); else outliers are only flagged.
     options: the analysis options to record beside level, rule, max_cost_gap, robust and noise.
+    off_constraint: the φ = 1 points left out for unequal cost (default: trials.attrs, set by constrained_trials).
     """
     odd = drop_outliers(trials, level)[1] if dropped_runs is None else dropped_runs
     pts = a.points.assign(cost_flag=cost_flags(a.points, target, max_cost_gap))
@@ -221,6 +223,9 @@ def fit_result(trials: pd.DataFrame, a: Analysis, *, target: float, tolerance: f
     note = verdict.note(a, len(in_set), len(pts), power, use_surface, flagged,
                         COST_FLAG if max_cost_gap is None else max_cost_gap, race)
     note += verdict.outlier_note(len(odd), dropped_runs is not None)
+    note += surf["region_note"]
+    off = trials.attrs.get("off_constraint", []) if off_constraint is None else off_constraint
+    note += off_constraint_note(off, target, tolerance)
     opts = {**DEFAULTS, "level": level, "rule": rule, "max_cost_gap": max_cost_gap,
             "robust": dropped_runs is not None, "noise": a.noise, **(options or {})}
     return json_safe({
@@ -235,7 +240,8 @@ def fit_result(trials: pd.DataFrame, a: Analysis, *, target: float, tolerance: f
         "outlier_runs": [{"key": r.point, "seed": r.seed, CHOICE: r[CHOICE], "studentized_residual": r.residual,
                           "p_bonferroni": r.p_bonferroni, "dropped": dropped_runs is not None}
                          for _, r in odd.iterrows()],
-        "surface": surf, "cost_flags": [_flag(r, target, False) for _, r in pts.iterrows() if r.cost_flag is True],
+        "surface": surf, "off_constraint": off,
+        "cost_flags": [_flag(r, target, False) for _, r in pts.iterrows() if r.cost_flag is True],
         "points": [_point(r) for _, r in pts.iterrows()],
         "n_trials": len(trials), "n_points": len(pts), "target": target, "tolerance": tolerance, "level": level,
         "options": opts, "non_default": [k for k in DEFAULTS if opts[k] != DEFAULTS[k]],
@@ -261,6 +267,7 @@ def fit(df: pd.DataFrame, target: float | None = None, tolerance: float | None =
         df = df[df["recipe"] == recipe]
     target, tolerance = settings(df, target, tolerance)
     trials = constrained_trials(df, target, tolerance)
+    left_out = trials.attrs["off_constraint"]
     off = pd.DataFrame()
     if max_cost_gap is not None:  # compare only points that got the compute they were promised
         pts = summaries(trials)
@@ -277,7 +284,8 @@ def fit(df: pd.DataFrame, target: float | None = None, tolerance: float | None =
         a = replace(a, method=f"{a.method}; {len(dropped)} outlier run(s) dropped first (externally studentized "
                               f"residual, Bonferroni over the runs at {level:g}, at most one per point with 3+ seeds)")
     result = fit_result(trials, a, target=target, tolerance=tolerance, level=level, rule=rule,
-                      max_cost_gap=max_cost_gap, dropped_runs=dropped, options={"recipe": recipe})
+                      max_cost_gap=max_cost_gap, dropped_runs=dropped, options={"recipe": recipe},
+                      off_constraint=left_out)
     result["cost_flags"] += json_safe([_flag(r, target, True) for _, r in off.iterrows()])
     return result
 
@@ -313,13 +321,7 @@ def main(argv: list[str] | None = None) -> None:
     with one_line_errors():
         df = load(args.csv, args.folders)
         race = None if args.csv else race_file(args.folders)
-        if not args.csv and len(args.folders) > 1:  # runs of one study, pooled (or refused with one line)
-            from analysis.pool import pool_folders  # the pool imports this module
-
-            result = pool_folders(args.folders, recipe=args.recipe, rule=args.rule, target=args.target,
-                                  tolerance=args.tolerance, level=args.level, max_cost_gap=args.max_cost_gap,
-                                  robust=args.robust, noise=args.noise)
-        elif race is not None:
+        if race is not None:
             from analysis.race import decision  # the race imports this module
 
             options = ("level", "max_cost_gap", "robust", "noise", "target", "tolerance")
@@ -332,6 +334,8 @@ def main(argv: list[str] | None = None) -> None:
         else:
             result = fit(df, args.target, args.tolerance, level=args.level, rule=args.rule,
                          max_cost_gap=args.max_cost_gap, robust=args.robust, noise=args.noise, recipe=args.recipe)
+    if result.get("off_constraint"):
+        warn("note:" + off_constraint_note(result["off_constraint"], result["target"], result["tolerance"]))
     print(json.dumps(result, indent=2, allow_nan=False))
 
 

@@ -77,9 +77,10 @@ def test_cheapest_rule_and_cost_flags():
     in_set = high["confidence_set"]
     assert cheap["selected"]["rule"] == "cheapest"
     assert cheap["selected"]["alpha"] == max(p["alpha"] for p in in_set)  # lowest measured factor in the set
-    assert {f["key"] for f in high["cost_flags"]} == {p["key"] for p in high["points"] if p["alpha"] > 1.2}
-    kept = fit(df, max_cost_gap=0.10)
-    assert kept["n_points"] == sum(p["alpha"] <= 1.2 for p in high["points"])
+    # flagged beyond the plan's equal-cost tolerance (scaling.coefficients.COST_TOLERANCE, 5%): α ≥ 1.2 here
+    assert {f["key"] for f in high["cost_flags"]} == {p["key"] for p in high["points"] if p["alpha"] > 1.1}
+    kept = fit(df, max_cost_gap=0.05)
+    assert kept["n_points"] == sum(p["alpha"] <= 1.1 for p in high["points"])
     assert all(f["excluded"] for f in kept["cost_flags"]) and len(kept["cost_flags"]) == len(high["cost_flags"])
 
 
@@ -87,6 +88,25 @@ def test_target_and_tolerance_come_from_the_data():
     df = planted().assign(target=2.0, tolerance=0.05)
     assert (fit(df)["target"], fit(df)["tolerance"]) == (2.0, 0.05)
     assert fit(df, tolerance=0.1)["tolerance"] == 0.1
+
+
+def test_matched_points_count_by_measured_cost_and_the_rest_are_named(tmp_path):
+    df = planted()
+    df["gamma"] = df["gamma"] * 1.08  # γ matched by measured cost: the nominal product is 17% high ...
+    df["measured_flops_factor"] = 2.0 * (1 + 0.03 * np.sin(df["alpha"] * 40))  # ... the counted FLOPs within 5%
+    unmatched = (df.alpha == 1.6) & (df.beta == 1.0)
+    df.loc[unmatched, "measured_flops_factor"] = 2.3  # one point 15% off: not equal cost
+    r = fit(df)
+    assert r["n_points"] == len(planted()) // 3 - 1 and r["n_trials"] == len(df) - unmatched.sum()
+    (off,) = r["off_constraint"]
+    assert (off["alpha"], off["beta"], off["trials"]) == (1.6, 1.0, 3) and off["measured_flops_factor"] == 2.3
+    assert "3 trial(s) at 1 point(s) at phi = 1 are left out" in r["note"]
+    csv = tmp_path / "r.csv"
+    df.to_csv(csv, index=False)
+    proc = subprocess.run([sys.executable, "-m", "analysis.fit", "--csv", str(csv)], cwd=ROOT, capture_output=True,
+                          text=True, check=True)
+    assert json.loads(proc.stdout)["n_points"] == r["n_points"]
+    assert proc.stderr.startswith("note: 3 trial(s) at 1 point(s)") and "(1.6, 1, " in proc.stderr
 
 
 def test_off_constraint_and_failed_rows_are_ignored():

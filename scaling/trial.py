@@ -203,7 +203,11 @@ def train_epochs(model: nn.Module, data, cfg, trial_dir: Path, trial_id: str, lo
     train = datasets.prepare(datasets.subsample(data.train, t.train_images, cfg.data.split_seed), px,
                              data.mean, data.std)
     val = datasets.prepare(datasets.subsample(data.val, t.val_images, cfg.data.split_seed), px, data.mean, data.std)
-    steps = max(1, len(train) // t.batch_size)
+    if len(train) < t.batch_size:  # the last partial batch is dropped: not one optimizer step
+        raise ScalingError(f"the training split has {len(train)} images, fewer than one batch (train.batch_size="
+                           f"{t.batch_size}): 0 optimizer steps; allowed: train.batch_size <= {len(train)}, or more "
+                           "training images (data.root, train.train_images)")
+    steps = len(train) // t.batch_size
     opt = recipe.optimizer(model, t)
     sched = recipe.Schedule(opt, t, steps)
     ema = None

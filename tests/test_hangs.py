@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, records, sweep
 
 
 @pytest.mark.slow
@@ -53,3 +53,22 @@ def test_a_probe_out_of_memory_is_one_note_and_the_plan_has_no_estimate():
     assert rate is None and not estimator.probes
     assert note.startswith(f"none for {planned.dirname}: its throughput probe failed here (RuntimeError: ")
     assert "can't allocate memory" in note and "\n" not in note
+
+
+@pytest.mark.slow
+def test_a_training_split_smaller_than_one_batch_fails_with_one_line_naming_images_and_batch(tmp_path, out):
+    """An ImageFolder of 12 images, 2 held out: 10 training images and a batch of 32 made 0 optimizer steps
+    and an `ok` record at chance accuracy."""
+    from PIL import Image
+
+    for c in range(2):
+        (tmp_path / "train" / f"c{c}").mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (32, 32), (120 * c, 40 * i, 50)).save(tmp_path / "train" / f"c{c}" / f"{i}.jpg")
+    proc = sweep("train=quick", "logger=none", "data=imagefolder", f"data.root={tmp_path}", "data.val_images=2",
+                 "data.resolution=64", "data.num_workers=0", "model=efficientnet_b0_cpu", out=out, check=False)
+    (line,) = [x for x in proc.stderr.strip().splitlines() if not x.startswith("warning: ")]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert line.startswith("error: the training split has 10 images, fewer than one batch (train.batch_size=32)")
+    (rec,) = records(out).values()
+    assert rec["status"] == "failed" and "0 optimizer steps" in rec["error"]

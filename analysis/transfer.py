@@ -17,6 +17,10 @@ the trained networks' shared noise makes on nearly the same numbers as the test'
 - the interval is for θ = row − max_k single_k: its lower end is the smallest of the k paired lower
   ends (row beats the best only if it beats every single), its upper end the smallest of the k upper
   ends at 2.5%/k (Bonferroni), so each direction errs ≤ 2.5% whichever single is truly best;
+- each paired difference's variance is the larger of its own and the one pooled over the k singles,
+  on its own d.f.: seed noise is skewed here (a collapsed run, 3–5 points down, at a fraction of
+  runs), and a single whose few seeds happen not to collapse would otherwise look precise, making a
+  false "trails" about twice as common as the 2.5% it should be (tests/test_transfer.py);
 - the difference is cross-fitted: for each seed, the best single is picked on the other seeds'
   validation top-1 and judged on this seed's test top-1 (unbiased when the singles tie).
 The smallest detectable difference is (t(1 − 0.025/k) + t(0.80))·s.e. of the paired difference:
@@ -140,7 +144,10 @@ def versus_best(row: np.ndarray, singles: np.ndarray, choice: np.ndarray, level:
     with warnings.catch_warnings():  # all-NaN slices (a missing trial) give NaN, as they should
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(d, axis=2)
-        se = np.nanstd(d, axis=2, ddof=1) / np.sqrt(n)
+        var = np.nanvar(d, axis=2, ddof=1)
+        dof = np.where(n >= 2, n - 1, 0)
+        pooled = np.nansum(var * dof, axis=1, keepdims=True) / np.maximum(dof.sum(axis=1, keepdims=True), 1)
+        se = np.sqrt(np.fmax(var, pooled) / n)  # a seed that collapsed at any single widens every comparison
         t_lo, t_hi = stats.t.ppf(1 - level / 2, n - 1), stats.t.ppf(1 - level / (2 * k), n - 1)
         lo = np.where(n >= 2, mean - t_lo * se, np.nan).min(axis=1)  # NaN when any single lacks an interval
         hi = np.where(n >= 2, mean + t_hi * se, np.nan).min(axis=1)

@@ -190,11 +190,13 @@ def test_cli_reads_csv_and_folders(tmp_path) -> None:
 
 
 def simulate(singles=(1.0, 1.0, 1.0), compound=1.0, studies=4000, seeds=3, sigma=0.8, noisy=None, seed_sd=1.0,
-             split=0.4, rng_seed=0):
+             split=0.4, collapse=0.0, compound_collapse=0.0, rng_seed=0):
     """Transfer studies at one φ: top-1 = gain + seed effect (shared by every strategy) + the trained
     network's noise σ (shared by its validation and test scores) + each split's own sampling noise
     (`split`, 0.4 pt at 10,000 images). `noisy`: (single index, σ) for one noisier dimension.
-    Returns (row test, singles test, singles validation, θ = compound − best single)."""
+    `collapse` / `compound_collapse`: each single's / the compound's risk, per seed, of a collapsed run
+    3–5 points down (skewed noise; the true means include the expected loss, 4 × risk).
+    Returns (row test, singles test, singles validation, θ = compound − best single, true means)."""
     rng = np.random.default_rng(rng_seed)
     k = len(singles)
     sd = np.full(k, sigma)
@@ -202,10 +204,12 @@ def simulate(singles=(1.0, 1.0, 1.0), compound=1.0, studies=4000, seeds=3, sigma
         sd[noisy[0]] = noisy[1]
     shift = rng.normal(0, seed_sd, (studies, 1, seeds))
     trained = np.asarray(singles)[None, :, None] + shift + rng.standard_normal((studies, k, seeds)) * sd[:, None]
+    trained -= np.where(rng.random(trained.shape) < collapse, rng.uniform(3, 5, trained.shape), 0.0)
     test = trained + rng.normal(0, split, trained.shape)
     val = trained + rng.normal(0, split, trained.shape)
     row = compound + shift[:, 0] + rng.normal(0, sigma, (studies, seeds)) + rng.normal(0, split, (studies, seeds))
-    return row, test, val, compound - max(singles)
+    row -= np.where(rng.random(row.shape) < compound_collapse, rng.uniform(3, 5, row.shape), 0.0)
+    return row, test, val, (compound - 4 * compound_collapse) - (max(singles) - 4 * collapse)
 
 
 def todays_interval(row, test):
@@ -225,6 +229,12 @@ SCENARIOS = {  # name: simulate() keywords
     "one single 4x noisier": {"noisy": (0, 3.2)},
     "singles 1.0 / 0.5 / 0.0": {"singles": (1.0, 0.5, 0.0)},
     "5 seeds, tie": {"seeds": 5},
+    # skewed noise: a collapsed seed (3-5 points down) at 20% risk per run
+    "every single risks a collapsed seed, compound leads by the expected loss": {"collapse": 0.2},
+    "... with 5 seeds": {"collapse": 0.2, "seeds": 5},
+    "... with 8 seeds": {"collapse": 0.2, "seeds": 8},
+    "the compound risks a collapsed seed, trails by the expected loss, 5 seeds": {"compound_collapse": 0.2, "seeds": 5},
+    "every run risks a collapsed seed, 8 seeds": {"collapse": 0.2, "compound_collapse": 0.2, "seeds": 8},
 }
 
 

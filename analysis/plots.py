@@ -94,27 +94,39 @@ def _series(df: pd.DataFrame, fit: dict | None) -> dict[str, pd.DataFrame]:
 
 def accuracy_vs_flops(df: pd.DataFrame, out_dir: Path, fit: dict | None = None, name: str = "accuracy_vs_flops",
                       title: str = "Scaling the baseline: accuracy vs FLOPs") -> list[Path]:
-    """Paper Figures 3 and 8: top-1 vs FLOPs (log) per scaling method, from the same baseline."""
+    """Paper Figures 3 and 8: top-1 vs FLOPs (log) per scaling method, from the same baseline.
+
+    The baseline is its own marker; a family across φ (compound_scale) is one curve; the legend sits
+    outside the axes, clear of the data."""
     df = ok(df)
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = plt.subplots(figsize=(9.6, 4.4))
     grid = df[(df["method"] == "compound") & (df["kind"] == "compound_grid")]
     if not grid.empty:
         g = summarize(grid, ["alpha", "beta", "gamma"])
         ax.scatter(FLOPS.show(g.flops), g.top1, s=14, color="0.7", zorder=1, label="φ=1 grid points (mean)")
     for method, rows in _series(df, fit).items():
         label, colour = METHODS[method]
-        if method == "compound" and not (rows["kind"] == "compound_scale").any() and fit:
+        family = (rows["kind"] == "compound_scale").any()
+        if method == "compound" and family:
+            phis = sorted(rows["phi"].astype(float).unique())
+            label = f"{label}: φ = {', '.join(f'{p:g}' for p in phis)}"
+        elif method == "compound" and fit:
             m = len(fit.get("confidence_set") or []) or fit.get("n_points")
             label = f"{label}: selected of {fit.get('n_points')} (max of noisy means, biased up; set of {m})"
         s = summarize(rows, ["depth_mult", "width_mult", "resolution_mult"])
         ax.errorbar(FLOPS.show(s.flops), s.top1, yerr=s.sd, marker="o", capsize=3, color=colour,
                     label=f"{label} ({_seeds(s)})", zorder=3)
+    base = df[df["method"] == "baseline"]
+    if not base.empty:
+        b = summarize(base, ["depth_mult", "width_mult", "resolution_mult"])
+        ax.errorbar(FLOPS.show(b.flops), b.top1, yerr=b.sd, marker="s", ms=8, color="black", capsize=3,
+                    linestyle="none", label=f"baseline, d = w = r = 1 ({_seeds(b)})", zorder=4)
     _plain_log_axis(ax)
     ax.set_xlabel(FLOPS.axis)
     ax.set_ylabel(TOP1.axis)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     return save(fig, out_dir, name)
 
 
@@ -170,6 +182,19 @@ def race_cost(ax, race: dict, full: int) -> None:
     ax.legend(fontsize=7)
 
 
+def surface_region(ax, region: dict | None) -> None:
+    """The surface's confidence region for the optimum (analysis.surface) over the heat map, and its likeliest point."""
+    if not region or not region.get("points"):
+        return
+    pts = np.array([p[:2] for p in region["points"]], float)
+    size = "the whole sampled region" if region["whole"] else f"{region['share']:.0%} of the sampled region"
+    ax.scatter(pts[:, 0], pts[:, 1], s=9, marker="s", color="orange", alpha=0.45, lw=0, zorder=2,
+               label=f"surface's {1 - region['level']:.0%} region for the optimum ({size})")
+    m = region["most_likely"]
+    ax.plot(m["alpha"], m["beta"], marker="X", ms=10, color="orange", mec="k", ls="none", zorder=4,
+            label=f"surface's likeliest optimum: α={m['alpha']:.2f} β={m['beta']:.2f} γ={m['gamma']:.2f}")
+
+
 def grid_heatmap(df: pd.DataFrame, out_dir: Path, fit: dict | None = None, target: float | None = None,
                  race: dict | None = None) -> list[Path]:
     """The φ = 1 α–β grid: mean ± s.e. and seeds per cell, the confidence set for the best outlined.
@@ -218,6 +243,7 @@ def grid_heatmap(df: pd.DataFrame, out_dir: Path, fit: dict | None = None, targe
     if fit["method"] == "response_surface":
         ax.plot(fit["alpha"], fit["beta"], marker="P", ms=11, color="orange", mec="k", ls="none",
                 label=f"response-surface maximum: α={fit['alpha']:.2f} β={fit['beta']:.2f} γ={fit['gamma']:.2f}")
+    surface_region(ax, (fit.get("surface") or {}).get("region"))
     ax.set_xlim(ea[0], ea[-1])
     ax.set_ylim(eb[0], eb[-1])
     ax.set_xlabel(f"{METRICS['alpha'].label}, γ solved from α·β²·γ² = {target:g}")

@@ -212,7 +212,10 @@ def describe(r: dict | None, reason: str) -> str:
     text = (f" The surface's {1 - r['level']:.0%} region for the optimum is {size}; most likely near "
             f"α={m['alpha']:.2f} β={m['beta']:.2f} γ={m['gamma']:.2f} (predicted {m['top1']:.2f}).")
     g = r["gain"]
-    if g:
+    if g is None:
+        text += (f" The baseline allocation (α={BASELINE[0]:g}, β={BASELINE[1]:g}) lies outside the sampled region, "
+                 "so no gain over it is predicted.")
+    else:
         lo, hi = g["interval"]
         text += (f" Predicted gain over the baseline allocation (α={g['baseline']['alpha']:g}, "
                  f"β={g['baseline']['beta']:g}): {g['estimate']:+.2f} points, {1 - r['level']:.0%} interval "

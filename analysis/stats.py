@@ -42,10 +42,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
-from scipy import integrate, special, stats
+from scipy import integrate, optimize, special, stats
 
 from analysis import frame
 from analysis.cli import AnalysisError
@@ -106,6 +107,7 @@ class Design:
     own_n: np.ndarray  # points: E[residual sum of squares at the point] / its variance (Σ 1 − leverage)
     own_df: np.ndarray  # points: Satterthwaite d.f. of the point's own variance (n − 1 when balanced)
     W: np.ndarray  # points × points × points: [i, j, p] weight of point p's variance in var(μ̂_j − μ̂_i)
+    C: np.ndarray  # points⁴: [i, j, l, p] weight of point p's variance in cov(μ̂_j − μ̂_i, μ̂_l − μ̂_i)
 
 
 def design(point: np.ndarray, seed: np.ndarray, k: int | None = None) -> Design:
@@ -126,7 +128,169 @@ def design(point: np.ndarray, seed: np.ndarray, k: int | None = None) -> Design:
     frob = np.diag(P.T @ (R**2) @ P)  # Σ over the point's runs r, r' of R[r, r']²
     own_df = np.divide(own_n**2, frob, out=np.zeros(k), where=frob > 1e-12)
     D = L[None, :, :] - L[:, None, :]
-    return Design(X, means, paired, len(point) - X.shape[1], len(labels), point, L, R, own_n, own_df, (D**2) @ P)
+    C = np.einsum("ijr,ilr,rp->ijlp", D, D, P)
+    return Design(X, means, paired, len(point) - X.shape[1], len(labels), point, L, R, own_n, own_df, (D**2) @ P, C)
+
+
+NOISE = ("moderated", "per_point", "pooled")
+MULTIPLICITY = ("joint", "bonferroni")
+OWN = 0.05  # a point whose variance is this unlikely under the prior (one-sided F) is reported as noisier
+
+
+def _prior_df(s2: np.ndarray, dof: np.ndarray, use: np.ndarray) -> np.ndarray:
+    """Empirical-Bayes prior d.f. d0 per study from point variances s2 (points × B) on d.f. dof (points).
+
+    Smyth (2004), limma's fitFDist: the spread of the bias-corrected log variances beyond what their own
+    d.f. explain gives d0 (trigamma inverse); no excess spread gives d0 = ∞ (one pooled variance). Only
+    the points in `use` (points × B) count, so that one implausibly noisy point does not lower every
+    point's d.f. (limma's robust eBayes does this by winsorizing). A variance below the 1% quantile of
+    its χ² around the median is raised to it first: a point whose few seeds happen to agree must not
+    spread the prior and so escape the pull toward the pooled variance.
+    """
+    G = use.sum(0)
+    floor = np.median(s2, 0)[None, :] * (stats.chi2.ppf(0.01, dof) / dof)[:, None]
+    e = np.log(np.maximum(s2, floor)) - special.digamma(dof / 2)[:, None] + np.log(dof / 2)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = (e * use).sum(0) / G
+        spread = (((e - mean) ** 2) * use).sum(0) / (G - 1)
+        excess = spread - (special.polygamma(1, dof / 2)[:, None] * use).sum(0) / G
+    d0 = np.full(s2.shape[1], np.inf)
+    pos = (G >= 2) & (excess > 1e-12)
+    d0[pos] = 2 * _trigamma_inverse(excess[pos])
+    return d0
+
+
+def _trigamma_inverse(x: np.ndarray) -> np.ndarray:
+    """y with ψ'(y) = x (Newton's method on 1/ψ', as limma's trigammaInverse)."""
+    y = 0.5 + 1 / x
+    for _ in range(50):
+        tri = special.polygamma(1, y)
+        step = tri * (1 - tri / x) / special.polygamma(2, y)
+        y = y + step
+        if np.all(np.abs(step / y) < 1e-8):
+            break
+    return y
+
+
+@dataclass(frozen=True)
+class Noise:
+    """Each point's variance as a comparison uses it, and the d.f. behind it."""
+
+    pooled: np.ndarray  # B: pooled residual variance, on the design's residual d.f.
+    var: np.ndarray  # points × B: the variance each point's comparisons use
+    df: np.ndarray  # points × B: its degrees of freedom
+    own: np.ndarray  # points × B: the point keeps its own (larger) variance
+    prior_df: np.ndarray  # B: moderated: the prior d.f. d0 (∞: one pooled variance); NaN otherwise
+
+
+def _noise(d: Design, E: np.ndarray, noise: str) -> Noise:
+    """Each point's variance from the residuals E (trials × B), by `noise` (NOISE).
+
+    moderated: empirical Bayes (Smyth 2004, limma's moderated t). Each point's own residual variance s²
+    on d d.f. is shrunk toward the pooled variance s0² with prior d.f. d0 estimated from the points
+    (_prior_df): (w·s0² + d·s²)/(w + d) on w + d d.f., at most the residual d.f. The prior's weight
+    w = min(d0, residual d.f.) × p, with p the chance of a variance at least s² under the prior
+    (one-sided F on d and d0 d.f.): a point whose variance the prior makes implausible keeps its own
+    (robust, as limma's robust eBayes), and a point whose few seeds happen to agree is pulled up.
+    per_point: its own residual variance where larger than the pooled one, on its own d.f., else the pooled.
+    pooled: one variance for every point.
+    """
+    s2 = (E**2).sum(0) / d.df
+    k, B = len(d.own_n), E.shape[1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        own = (np.eye(k)[d.point].T @ E**2) / d.own_n[:, None]
+    usable = (d.own_n > 1e-9) & (d.own_df >= 1)  # a point with one run has no residual of its own
+    total = np.full((k, B), float(d.df))
+    nan = np.full(B, np.nan)
+    if noise == "pooled" or not usable.any():
+        return Noise(s2, np.repeat(s2[None, :], k, 0), total, np.zeros((k, B), bool), nan)
+    if noise == "per_point":
+        use = usable[:, None] & (own > s2[None, :])
+        return Noise(s2, np.where(use, own, s2[None, :]), np.where(use, d.own_df[:, None], total), use, nan)
+    dof = d.own_df[usable][:, None]
+    n, s2u = d.own_n[usable][:, None], own[usable]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        plausible = special.fdtrc(dof, d.df, s2u / s2[None, :]) >= OWN  # under one pooled variance
+        plausible |= ~plausible.any(0)
+        s0 = (n * s2u * plausible).sum(0) / (n * plausible).sum(0)  # the prior: pooled over the plausible points
+        d0 = _prior_df(np.where(plausible, s2u, s0[None, :]), dof[:, 0], plausible)
+        prior = np.minimum(d0, d.df)[None, :]  # the prior weighs no more than every residual d.f.
+        p = special.fdtrc(dof, prior, s2u / s0[None, :])  # the chance of so large a variance under the prior
+        weight = prior * p  # a variance leans on the prior as much as the prior makes it plausible (robust)
+        var = np.repeat(s0[None, :], k, 0)
+        var[usable] = (weight * s0[None, :] + dof * s2u) / (weight + dof)
+        df = total.copy()
+        df[usable] = np.minimum(weight + dof, d.df)
+    flag = np.zeros((k, B), bool)
+    flag[usable] = p < OWN
+    return Noise(s2, var, df, flag & (var > s0[None, :]), d0)
+
+
+def _spread(d: Design, Y: np.ndarray, noise: str, rows: np.ndarray | None = None) -> tuple:
+    """(the points' Noise, var(μ̂_j − μ̂_i), its d.f.) for comparisons [rows, :, studies].
+
+    D.f. by Welch–Satterthwaite over the two points' variances, each on its own d.f.; a variance
+    shared by the points (the pooled one, or the moderated one where d0 = ∞) counts once, and no
+    comparison has more d.f. than the residuals.
+    """
+    n = _noise(d, d.R @ Y, noise)
+    W = d.W if rows is None else d.W[rows]
+    var = np.einsum("ijp,pb->ijb", W, n.var)
+    shared = n.df >= d.df  # a variance on the full residual d.f. is one estimate for every point using it
+    pooled = np.einsum("ijp,pb->ijb", W, np.where(shared, n.var, 0.0))
+    own_terms = np.einsum("ijp,pb->ijb", W**2, np.where(shared, 0.0, n.var**2 / np.maximum(n.df, 1)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = np.minimum(var**2 / (pooled**2 / d.df + own_terms), d.df)
+    return n, var, df
+
+
+GH_NODES, GH_WEIGHTS = np.polynomial.hermite_e.hermegauss(64)
+RHO_GRID = np.linspace(0.0, 0.95, 20)
+
+
+@lru_cache(maxsize=512)
+def _dunnett_z(level: float, m: int) -> np.ndarray:
+    """One-sided many-to-one normal critical values for m comparisons, equicorrelated at each RHO_GRID value.
+
+    P(max_j Z_j ≤ c) = ∫ φ(z) Φ((c − √ρ·z)/√(1 − ρ))^m dz = 1 − level (Dunnett 1955), by Gauss–Hermite.
+    """
+    w = GH_WEIGHTS / GH_WEIGHTS.sum()
+
+    def excess(c: float, rho: float) -> float:
+        return float(w @ special.ndtr((c - math.sqrt(rho) * GH_NODES) / math.sqrt(1 - rho)) ** m) - (1 - level)
+
+    hi = stats.norm.isf(level / m) + 1
+    return np.array([optimize.brentq(excess, stats.norm.isf(level) - 1, hi, args=(r,)) for r in RHO_GRID])
+
+
+def _marginal(d: Design, v: np.ndarray, among: np.ndarray, level: float, multiplicity: str,
+              rows: np.ndarray | None = None) -> np.ndarray:
+    """[i, B]: the one-sided level of each comparison that may exclude point i (μ̂_j − μ̂_i against t on its d.f.).
+
+    joint: Hsu's MCB with point i as the best has m = k − 1 one-sided comparisons jointly at `level`
+    (a many-to-one multivariate t). Their correlations come from the design and the variances v; the
+    smallest one is used (Slepian's inequality: a lower correlation never gives a smaller critical
+    value), floored to RHO_GRID, and its normal critical value z (_dunnett_z) sets the marginal level
+    Φ(−z) at which each comparison is tested against t on its own d.f. (conservative: the comparisons
+    share their noise estimate, Šidák 1967). bonferroni: level/m.
+    """
+    rows = np.arange(len(d.W)) if rows is None else np.asarray(rows)
+    m = int(among.sum()) - 1
+    if m < 1:
+        return np.full((len(rows), v.shape[1]), level)
+    if multiplicity == "bonferroni" or m == 1:
+        return np.full((len(rows), v.shape[1]), level / m)
+    idx = np.flatnonzero(among)
+    cov = np.einsum("ijlp,pb->ijlb", d.C[np.ix_(rows, idx, idx)], v)  # cov(μ̂_j − μ̂_i, μ̂_l − μ̂_i)
+    sd = np.sqrt(np.einsum("ijjb->ijb", cov))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        corr = cov / (sd[:, :, None, :] * sd[:, None, :, :])
+    others = (idx[None, :] != rows[:, None])  # [i, j]: j is a comparison of i
+    pair = others[:, :, None] & others[:, None, :] & ~np.eye(len(idx), dtype=bool)[None]
+    rho = np.where(pair[..., None], np.nan_to_num(corr, nan=0.0), np.inf).min((1, 2))
+    rho = np.clip(np.where(np.isfinite(rho), rho, 0.0), 0.0, RHO_GRID[-1])
+    z = _dunnett_z(float(level), m)[np.floor(rho / RHO_GRID[1] + 1e-9).astype(int)]  # floored: conservative
+    return special.ndtr(-z)
 
 
 @dataclass(frozen=True)
@@ -137,80 +301,58 @@ class Comparison:
     se: np.ndarray  # points × B
     diff_se: np.ndarray  # points × points × B: [i, j] s.e. of μ̂_j − μ̂_i
     diff_df: np.ndarray  # points × points × B: its Welch–Satterthwaite degrees of freedom
+    marginal: np.ndarray  # points × B: [i] the one-sided level of each comparison that may exclude point i
     sigma: np.ndarray  # B: pooled residual s.d. (after shared seed effects when paired)
-    point_sd: np.ndarray  # points × B: the s.d. each point's variance uses (its own when larger than sigma)
-    own: np.ndarray  # points × B: the point uses its own variance
-    each: float  # one-sided level of each comparison: level / (k − 1), k the points compared
+    point_sd: np.ndarray  # points × B: the s.d. each point's comparisons use
+    own: np.ndarray  # points × B: the point keeps its own, larger noise
+    prior_df: np.ndarray  # B: moderated noise's prior d.f. (∞: one pooled variance; NaN: not moderated)
+    level: float  # the set's level: the true best is excluded with probability ≤ level
+    multiplicity: str  # MULTIPLICITY
     among: np.ndarray  # points: the points compared (the others are in the design only)
     in_set: np.ndarray  # points × B
 
     def crit(self) -> np.ndarray:
-        """points × points × B: each comparison's one-sided critical t."""
+        """points × points × B: [i, j] the t that μ̂_j − μ̂_i must exceed, in s.e., to exclude point i."""
         with np.errstate(invalid="ignore"):
-            return stats.t.ppf(1 - self.each, self.diff_df) if self.each < 1 else np.zeros_like(self.diff_df)
-
-
-NOISE = ("per_point", "pooled")
-
-
-def _noise(d: Design, E: np.ndarray, noise: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(pooled variance B, each point's variance k × B, the points that use their own k × B) from the residuals.
-
-    A point uses its own residual variance (on its own d.f.) where that is larger than the pooled one.
-    """
-    s2 = (E**2).sum(0) / d.df
-    k = len(d.own_n)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        own = (np.eye(k)[d.point].T @ E**2) / d.own_n[:, None]
-    usable = (d.own_n > 1e-9) & (d.own_df >= 1)  # a point with one run has no residual of its own
-    use = (noise == "per_point") & usable[:, None] & (own > s2[None, :])
-    return s2, np.where(use, own, s2[None, :]), use
-
-
-def _spread(d: Design, Y: np.ndarray, noise: str, rows: np.ndarray | None = None) -> tuple:
-    """(pooled variance, point variances, own mask, var(μ̂_j − μ̂_i), its d.f.) for comparisons [rows, :, studies]."""
-    s2, v, own = _noise(d, d.R @ Y, noise)
-    W = d.W if rows is None else d.W[rows]
-    var = np.einsum("ijp,pb->ijb", W, v)
-    pooled = np.einsum("ijp,pb->ijb", W, np.where(own, 0.0, s2[None, :]))  # one estimate, on d.df
-    own_terms = np.einsum("ijp,pb->ijb", W**2, np.where(own, v, 0.0) ** 2 / np.maximum(d.own_df, 1)[:, None])
-    with np.errstate(divide="ignore", invalid="ignore"):  # Welch–Satterthwaite: pooled on d.df, own on theirs
-        return s2, v, own, var, var**2 / (pooled**2 / d.df + own_terms)
+            return special.stdtrit(self.diff_df, 1 - self.marginal[:, None, :])
 
 
 def mcb(d: Design, y: np.ndarray, level: float = LEVEL, among: np.ndarray | None = None,
-        noise: str = "per_point") -> Comparison:
+        noise: str = "moderated", multiplicity: str = "joint") -> Comparison:
     """Hsu's MCB confidence set for the best among `among` (all points by default); y: trials (× studies).
 
-    noise: "per_point" (default; each point's own residual variance where larger than the pooled one,
-    Welch–Satterthwaite d.f. per comparison) or "pooled" (one σ for every point).
+    noise: NOISE (default "moderated": empirical-Bayes per-point variances); multiplicity: "joint"
+    (default: the many-to-one multivariate t critical value) or "bonferroni" (level/(k − 1) each).
     """
     if noise not in NOISE:
         raise FitError(f"noise={noise}: allowed: {', '.join(NOISE)}")
+    if multiplicity not in MULTIPLICITY:
+        raise FitError(f"multiplicity={multiplicity}: allowed: {', '.join(MULTIPLICITY)}")
     Y = np.asarray(y, float).reshape(len(y), -1)
     k, B = d.means.shape[0], Y.shape[1]
     among = np.ones(k, bool) if among is None else np.asarray(among, bool)
-    m = int(among.sum())
-    each = level / (m - 1) if m > 1 else 1.0
     mean = d.L @ Y
-    nan2, nan3 = np.full((k, B), np.nan), np.full((k, k, B), np.nan)
+    nan, nan2, nan3 = np.full(B, np.nan), np.full((k, B), np.nan), np.full((k, k, B), np.nan)
     keep_all = np.repeat(among[:, None], B, 1)
     if d.df < 1:  # one seed per point: no noise estimate, nothing can be excluded
-        return Comparison(mean, nan2, nan3, nan3, np.full(B, np.nan), nan2, np.zeros((k, B), bool), each, among,
-                          keep_all)
-    s2, v, own, var, diff_df = _spread(d, Y, noise)
+        return Comparison(mean, nan2, nan3, nan3, nan2, nan, nan2, np.zeros((k, B), bool), nan, level, multiplicity,
+                          among, keep_all)
+    n, var, diff_df = _spread(d, Y, noise)
+    marginal = _marginal(d, n.var, among, level, multiplicity)
     with np.errstate(divide="ignore", invalid="ignore"):
         diff_se = np.sqrt(var)
         lead = mean[None, :, :] - mean[:, None, :]  # [i, j]: how far j is ahead of i
-        p = stats.t.sf(lead / diff_se, diff_df)
+        ahead = lead > 0
+        p = np.ones_like(lead)
+        p[ahead] = special.stdtr(diff_df[ahead], -(lead / diff_se)[ahead])
+        over = p < marginal[:, None, :]
     scale = 1 + np.abs(Y).max(0)
-    noisy = np.sqrt(s2) > 1e-9 * scale  # σ̂ = 0: replicate seeds agree exactly, no noise estimate
-    slack = 1e-9 * scale
-    beaten = ((p < each) & (lead > slack) & noisy & among[None, :, None] & among[:, None, None]
+    noisy = np.sqrt(n.pooled) > 1e-9 * scale  # σ̂ = 0: replicate seeds agree exactly, no noise estimate
+    beaten = (over & (lead > 1e-9 * scale) & noisy & among[None, :, None] & among[:, None, None]
               & ~np.eye(k, dtype=bool)[:, :, None])
-    se = np.sqrt((d.L**2 @ np.eye(k)[d.point]) @ v)
-    return Comparison(mean, se, diff_se, diff_df, np.sqrt(s2), np.sqrt(v), own, each, among,
-                      keep_all & ~beaten.any(1))
+    se = np.sqrt((d.L**2 @ np.eye(k)[d.point]) @ n.var)
+    return Comparison(mean, se, diff_se, diff_df, marginal, np.sqrt(n.pooled), np.sqrt(n.var), n.own, n.prior_df, level,
+                      multiplicity, among, keep_all & ~beaten.any(1))
 
 
 def within(c: Comparison, keep: np.ndarray, delta: float) -> np.ndarray:
@@ -270,25 +412,28 @@ def drop_outliers(trials: pd.DataFrame, level: float = LEVEL, value: str = CHOIC
 
 
 def mdd(d: Design, var: np.ndarray, s: int, among: np.ndarray, level: float = LEVEL, power: float = POWER,
-        noise: str = "per_point", studies: int = 1000, seed: int = 0) -> np.ndarray:
+        noise: str = "moderated", multiplicity: str = "joint", studies: int = 1000, seed: int = 0) -> np.ndarray:
     """Per point j: the true gap μ_s − μ_j at which the set's own test excludes j with probability `power`.
 
-    The test is the one mcb runs (one-sided, level/(k − 1) per comparison, each comparison's own s.e.
-    and d.f., per-point noise), so the answer comes from simulating it: `studies` draws of noise with
-    the points' variances `var` on design `d` give the s.e. and d.f. the test would use; the means are
-    independent of the residuals (normal theory), so the power at gap δ is the average over draws of
-    Φ((δ − t_crit·s.e.)/s.d.(μ̂_s − μ̂_j)), solved for δ by bisection. NaN for s and points not compared.
+    The test is the one mcb runs (its noise model and critical values), so the answer comes from
+    simulating it: `studies` draws of noise with the points' variances `var` on design `d` give the
+    s.e., d.f. and critical value the test would use; the means are independent of the residuals
+    (normal theory), so the power at gap δ is the average over draws of Φ((δ − t_crit·s.e.)/s.d.(μ̂_s − μ̂_j)),
+    solved for δ by bisection. NaN for s and points not compared.
     """
     var = np.asarray(var, float)
+    among = np.asarray(among, bool)
     out = np.full(len(var), np.nan)
-    js = np.flatnonzero(np.asarray(among, bool) & (np.arange(len(var)) != s))
+    js = np.flatnonzero(among & (np.arange(len(var)) != s))
     if d.df < 1 or not len(js):
         return out
     draws = np.sqrt(var)[d.point][:, None] * np.random.default_rng(seed).standard_normal((len(d.point), studies))
-    _, _, _, diff_var, df = _spread(d, draws, noise, rows=np.array([s]))
-    each = level / (int(np.sum(among)) - 1)
+    n, diff_var, df = _spread(d, draws, noise, rows=js)
+    marginal = _marginal(d, n.var, among, level, multiplicity, rows=js)
+    at = np.arange(len(js))
     with np.errstate(invalid="ignore"):  # the lead each draw's test needs to exclude j, j × studies
-        reach = np.nan_to_num(stats.t.ppf(1 - each, df[0, js]) * np.sqrt(diff_var[0, js]), nan=np.inf)
+        crit = special.stdtrit(df[at, s], 1 - marginal)
+        reach = np.nan_to_num(crit * np.sqrt(diff_var[at, s]), nan=np.inf)
     true_sd = np.sqrt(d.W[s, js] @ var)  # j
     if not np.all(true_sd > 0):
         return out
@@ -341,7 +486,6 @@ class Analysis:
     df: int  # pooled residual degrees of freedom
     paired: bool
     level: float  # the set's level
-    each: float  # one-sided level of each comparison
     noise: str  # NOISE
     exact: bool  # σ̂ = 0: the replicate seeds agree exactly, so nothing is excluded
     method: str  # one sentence
@@ -364,12 +508,22 @@ def summaries(trials: pd.DataFrame, value: str = CHOICE, report: str = REPORT) -
     return out.reset_index()
 
 
-def compare(trials: pd.DataFrame, level: float = LEVEL, among=None, noise: str = "per_point",
-            value: str = CHOICE) -> tuple[np.ndarray, Design, Comparison]:
+def compare(trials: pd.DataFrame, level: float = LEVEL, among=None, noise: str = "moderated",
+            value: str = CHOICE, multiplicity: str = "joint") -> tuple[np.ndarray, Design, Comparison]:
     """MCB on a table of keyed trials: the sorted point keys, the design and the comparison."""
     keys, _, d = layout(trials)
     mask = np.ones(len(keys), bool) if among is None else np.isin(keys, list(among))
-    return keys, d, mcb(d, trials[value].to_numpy(float), level, mask, noise)
+    return keys, d, mcb(d, trials[value].to_numpy(float), level, mask, noise, multiplicity)
+
+
+NOISE_TEXT = {
+    "moderated": "each point's residual variance shrunk toward the pooled one by empirical Bayes (Smyth 2004, "
+                 "limma's moderated t; prior d.f. {d0}), as far as the prior makes the point's own variance "
+                 "plausible ({noisy} point(s) noisier than the prior allows at {own:g})",
+    "per_point": "each point's own residual variance where that is larger than the pooled one ({noisy} point(s) "
+                 "here), else the pooled",
+    "pooled": "one pooled variance",
+}
 
 
 def _method(d: Design, c: Comparison, k: int, level: float, noise: str, exact: bool) -> str:
@@ -382,24 +536,27 @@ def _method(d: Design, c: Comparison, k: int, level: float, noise: str, exact: b
                 "estimated from them; no point is excluded and every point is kept")
     model = ("an additive point + seed model (paired by shared seed)" if d.paired else
              "a one-way model (seeds not shared, unpaired)")
-    noisy = int(c.own[:, 0].sum())
-    per_point = (f"each point's variance is its own residual variance where that is larger than the pooled one "
-                 f"({noisy} point(s) here), else the pooled; each comparison's s.e. combines the two points' "
-                 f"variances, on Welch–Satterthwaite d.f." if noise == "per_point" else "one pooled variance")
+    d0 = c.prior_df[0]
+    noisy = NOISE_TEXT[noise].format(d0="infinite, so one pooled variance" if np.isinf(d0) else f"{d0:.1f}",
+                                     noisy=int(c.own[:, 0].sum()), own=OWN)
+    joint = (f"the joint one-sided many-to-one critical value (Dunnett's multivariate t, at the comparisons' smallest "
+             f"correlation) over the {k - 1} comparisons at {level:g}" if c.multiplicity == "joint" else
+             f"Bonferroni over the {k - 1} comparisons at {level:g}")
     return (f"multiple comparisons with the best (Hsu 1996): a point is kept unless another beats it by more than "
-            f"t·s.e., one-sided, Bonferroni over the {k - 1} comparisons at {level:g}, on seed-adjusted means from "
-            f"{model}; noise: {per_point}; pooled residual s.d. {c.sigma[0]:.3g} on {d.df} d.f.")
+            f"t·s.e., with {joint}, on seed-adjusted means from {model}; noise: {noisy}; each comparison's s.e. "
+            f"combines its two points' variances on Welch–Satterthwaite d.f.; pooled residual s.d. "
+            f"{c.sigma[0]:.3g} on {d.df} d.f.")
 
 
-def analyze(trials: pd.DataFrame, level: float = LEVEL, among: list[str] | None = None, noise: str = "per_point",
-            value: str = CHOICE) -> Analysis:
+def analyze(trials: pd.DataFrame, level: float = LEVEL, among: list[str] | None = None, noise: str = "moderated",
+            value: str = CHOICE, multiplicity: str = "joint") -> Analysis:
     """Point summaries and the MCB confidence set for the best among `among` (default: every point)."""
-    keys, d, c = compare(trials, level, among, noise, value)
+    keys, d, c = compare(trials, level, among, noise, value, multiplicity)
     pts = summaries(trials, value).set_index("point").loc[keys].reset_index()  # the comparison's point order
     pts = pts.assign(mean=c.mean[:, 0], se=c.se[:, 0], sd_used=c.point_sd[:, 0], own_noise=c.own[:, 0],
                      in_set=c.in_set[:, 0])
     k = len(keys) if among is None else int(np.isin(keys, list(among)).sum())
     sigma = float(c.sigma[0]) if d.df >= 1 else None
     exact = sigma is not None and sigma <= 1e-9 * (1 + float(np.abs(trials[value]).max()))
-    return Analysis(pts, sigma, sigma_within(trials, value), max(d.df, 0), d.paired, level, c.each, noise, exact,
+    return Analysis(pts, sigma, sigma_within(trials, value), max(d.df, 0), d.paired, level, noise, exact,
                     _method(d, c, k, level, noise, exact), d, c)

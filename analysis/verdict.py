@@ -1,7 +1,7 @@
 """What a fit says in words and numbers: the power of the set's own test, the note, the winner's curse.
 
-Every number here is for the test the set actually ran (analysis.stats.mcb): one-sided, at the set's
-level / (k − 1) per comparison, on each comparison's own s.e. and Welch–Satterthwaite d.f.
+Every number here is for the test the set actually ran (analysis.stats.mcb): one-sided, the k − 1
+comparisons jointly at the set's level, on each comparison's own s.e., d.f. and critical value.
 """
 
 from __future__ import annotations
@@ -21,17 +21,21 @@ def power(a: Analysis, chosen: str) -> dict:
     if a.sigma is None or a.exact or not others:
         return {"mdd": None, "mdd_test": None, "seeds_to_resolve": None}
     m = int(c.among.sum())
-    detect = mdd(a.design, c.point_sd[:, 0] ** 2, s, c.among, c.each * (m - 1), noise=a.noise)[others]
-    df = c.diff_df[s, others, 0]
-    test = {"versus": "the selected point", "comparisons": m - 1, "one_sided_level": c.each,
-            "df": float(np.median(df)), "se": float(np.median(c.diff_se[s, others, 0])), "power": POWER,
+    detect = mdd(a.design, c.point_sd[:, 0] ** 2, s, c.among, c.level, noise=a.noise,
+                 multiplicity=c.multiplicity)[others]
+    df, crit = c.diff_df[others, s, 0], c.crit()[others, s, 0]  # excluding j: s ahead of j
+    test = {"versus": "the selected point", "comparisons": m - 1, "level": c.level, "multiplicity": c.multiplicity,
+            "critical_t": float(np.median(crit)), "df": float(np.median(df)),
+            "se": float(np.median(c.diff_se[others, s, 0])), "power": POWER,
+            "prior_df": float(c.prior_df[0]) if np.isfinite(c.prior_df[0]) else None,
             "noise": "the variances the comparisons used (points: sd_used)",
             "per_point": {keys[j]: float(v) for j, v in zip(others, detect)}}
     order = [j for j in np.argsort(-c.mean[:, 0], kind="stable") if c.among[j]]
     top, second = order[0], order[1]
     seeds = float(a.points["seeds"].iloc[[top, second]].mean())
+    each = float(c.marginal[second, 0])  # its one-sided level
     resolve = seeds_to_resolve(c.mean[top, 0] - c.mean[second, 0], c.diff_se[second, top, 0],
-                               c.diff_df[second, top, 0], seeds, c.each)
+                               c.diff_df[second, top, 0], seeds, each)
     return {"mdd": float(np.median(detect)), "mdd_test": test, "seeds_to_resolve": resolve}
 
 
@@ -51,8 +55,10 @@ def note(a: Analysis, m: int, k: int, p: dict, use_surface: bool, flagged: int, 
     t = p["mdd_test"]
     if t:
         text += (f" A point {p['mdd']:.2f} points behind the selected one is excluded with {POWER:.0%} power (this "
-                 f"test: one-sided, level {t['one_sided_level']:.2g} per comparison over {t['comparisons']}, "
-                 f"about {t['df']:.1f} d.f.).")
+                 f"test: {t['comparisons']} one-sided comparisons jointly at {t['level']:.2g}, "
+                 f"{'joint critical t' if t['multiplicity'] == 'joint' else 'Bonferroni critical t'} "
+                 f"{t['critical_t']:.2f} on about {t['df']:.1f} d.f., s.e. of a difference {t['se']:.2f}; "
+                 f"the MDD is simulated from the variances in points: sd_used).")
         if t["df"] < 3:
             text += (f" The noise estimates rest on few degrees of freedom (about {t['df']:.1f}), so the test is "
                      "very conservative: run more seeds to narrow the set.")
@@ -62,7 +68,7 @@ def note(a: Analysis, m: int, k: int, p: dict, use_surface: bool, flagged: int, 
         text += (f" Separating the top two would take {r['low']} to {r['high']} seeds per point (their true gap "
                  f"lies in [{lo:.2f}, {hi:.2f}] points, {r['confidence']:.0%} interval).")
     noisy = int(a.points["own_noise"].sum())
-    if a.noise == "per_point" and noisy:
+    if a.noise != "pooled" and noisy:
         text += (f" {noisy} point(s) are noisier than the rest and are compared on their own noise (points: "
                  "sd_used).")
     if use_surface:

@@ -142,15 +142,19 @@ def test_single_seed_study_cannot_estimate_noise():
 def test_power_numbers():
     n, k = 4, 8
     d = design(np.repeat(np.arange(k), n), np.tile(np.arange(n), k))
-    pooled = mdd(d, np.ones(k), 0, np.ones(k, bool), noise="pooled")
-    assert np.isnan(pooled[0]) and np.allclose(pooled[1:], pooled[1], rtol=0.05)
-    # the pooled test is a one-sided t test at 0.05/7 on 21 d.f. with s.e. √(2/4)·σ: the noncentral-t answer
+    bonferroni = mdd(d, np.ones(k), 0, np.ones(k, bool), noise="pooled", multiplicity="bonferroni")
+    assert np.isnan(bonferroni[0]) and np.allclose(bonferroni[1:], bonferroni[1], rtol=0.05)
+    # the pooled Bonferroni test is a one-sided t test at 0.05/7 on 21 d.f. with s.e. √(2/4)·σ: the noncentral t
     crit = stats.t.ppf(1 - 0.05 / 7, 21)
     ncp = optimize.brentq(lambda x: stats.nct.sf(crit, 21, x) - 0.8, 0, 20)
-    assert pooled[1] == pytest.approx(ncp * math.sqrt(0.5), rel=0.03)
-    per_point = mdd(d, np.ones(k), 0, np.ones(k, bool))
-    assert np.all(per_point[1:] > pooled[1:])  # the per-point test pays for its robustness
-    assert mdd(d, np.ones(k), 0, np.ones(k, bool), studies=1000)[3] == per_point[3]  # seeded: reproducible
+    assert bonferroni[1] == pytest.approx(ncp * math.sqrt(0.5), rel=0.03)
+    joint = mdd(d, np.ones(k), 0, np.ones(k, bool), noise="pooled")
+    assert np.all(joint[1:] < 0.97 * bonferroni[1:])  # Dunnett's joint critical value is below Bonferroni's
+    per_point = mdd(d, np.ones(k), 0, np.ones(k, bool), noise="per_point", multiplicity="bonferroni")
+    moderated = mdd(d, np.ones(k), 0, np.ones(k, bool))
+    assert np.all(per_point[1:] > bonferroni[1:])  # max(own, pooled) pays for its robustness
+    assert np.all(moderated[1:] < 0.85 * per_point[1:])  # the moderated variances give much of it back
+    assert mdd(d, np.ones(k), 0, np.ones(k, bool), studies=1000)[3] == moderated[3]  # seeded: reproducible
     r = seeds_to_resolve(0.8, 0.5, 6.0, 4, 0.05 / 7)  # the 90% interval on the gap reaches below 0
     assert isinstance(r["low"], int) and r["high"] == ">100" and r["gap_interval"][0] < 0 < r["gap_interval"][1]
     assert seeds_to_resolve(3.0, 0.5, 30.0, 4, 0.05 / 7)["high"] <= 10

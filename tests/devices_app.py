@@ -1,11 +1,14 @@
 """A tiny Hydra app for tests/test_gpus.py: each process of a job appends one JSON line to `log` saying
-which GPUs it was given (its CUDA_VISIBLE_DEVICES), then sleeps `sleep_s`, so that trials overlap.
+which GPUs it was given (its CUDA_VISIBLE_DEVICES), then sleeps `sleep_s`, so that trials overlap. The rank
+`killer_rank` prints an error line and SIGKILLs itself instead (as NCCL's watchdog aborts a process).
 
     CUDA_VISIBLE_DEVICES=0,1,2,3 python tests/devices_app.py -m trial=0,1,2,3 log=/tmp/seen.jsonl hydra/launcher=local
 """
 
 import json
 import os
+import signal
+import sys
 import time
 from dataclasses import dataclass
 
@@ -18,6 +21,7 @@ class DevicesApp:
     trial: int = 0
     sleep_s: float = 1.0  # seconds each trial runs (after noting its devices)
     log: str = "seen.jsonl"
+    killer_rank: int = -1  # the rank that dies without a result
 
 
 ConfigStore.instance().store(name="devices_app", node=DevicesApp)
@@ -30,6 +34,9 @@ def main(cfg: DevicesApp) -> int:
             "devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
     with open(cfg.log, "a") as f:
         f.write(json.dumps(seen) + "\n")
+    if seen["rank"] == cfg.killer_rank:
+        print(f"RuntimeError: rank {cfg.killer_rank} stops here (test)", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
     time.sleep(cfg.sleep_s)
     return cfg.trial
 

@@ -72,3 +72,17 @@ def test_a_training_split_smaller_than_one_batch_fails_with_one_line_naming_imag
     assert line.startswith("error: the training split has 10 images, fewer than one batch (train.batch_size=32)")
     (rec,) = records(out).values()
     assert rec["status"] == "failed" and "0 optimizer steps" in rec["error"]
+
+
+@pytest.mark.slow
+def test_rank_0_killed_leaves_a_record_naming_each_rank_without_a_result(tmp_path):
+    """A 2-process job of tests/devices_app.py whose rank 0 prints an error line and SIGKILLs itself (as NCCL's
+    watchdog aborts a process): the launcher's failed record names that rank and its line, not only the job."""
+    sweep_dir = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, "tests/devices_app.py", "-m", "trial=0", "killer_rank=0",
+                           f"log={tmp_path / 'seen.jsonl'}", "hydra/launcher=local", "hydra.launcher.tasks_per_node=2",
+                           "hydra.launcher.cpus_per_task=1", "hydra.launcher.poll_s=0.2",
+                           f"hydra.sweep.dir={sweep_dir}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    error = json.loads((sweep_dir / "0/result.json").read_text())["error"]
+    assert error.endswith("rank 0 of 2 ended without a result: RuntimeError: rank 0 stops here (test)"), error

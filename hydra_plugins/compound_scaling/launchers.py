@@ -250,11 +250,15 @@ class _Launcher(BaseSubmititLauncher):
             # submitit's results() would wait for sacct forever
             error = f"job {job.job_id} ended without a result ({seen})"
             return self._dead(overrides, error, slurm_job_id, job_num)
+        if self._EXECUTOR == "local" and job.num_tasks > 1 and not job.task(0).paths.result_pickle.exists():
+            # over, and no file system lag here: results() would wait 15 s for nothing
+            return self._dead(overrides, f"job {job.job_id} ({job.state}): {_ranks_without_result(job)}", None, job_num)
         try:  # a distributed trial (tasks_per_node x nodes > 1): rank 0's return, which carries its record
             return job.task(0).results()[0]
         except Exception as err:  # noqa: BLE001 - UncompletedJobError, FailedJobError, ...
-            rank = f" (rank 0 of {job.num_tasks})" if job.num_tasks > 1 else ""
-            error = f"job {job.job_id}{rank} ended without a result ({job.state}): {str(err).splitlines()[0]}"
+            error = f"job {job.job_id} ended without a result ({job.state}): {str(err).splitlines()[0]}"
+            if job.num_tasks > 1:  # e.g. rank 0 aborted by NCCL's watchdog: name every rank that gave none
+                error = f"job {job.job_id} ({job.state}): {_ranks_without_result(job)}"
         return self._dead(overrides, error, slurm_job_id, job_num)
 
     def _dead(self, overrides: Sequence[str], error: str, slurm_job_id: str | None = None,
@@ -368,6 +372,25 @@ class LocalLauncher(_Launcher):
                                           f"{type(err).__name__}: {err}")
             jobs.append(busy[slot])
         return jobs
+
+
+def _ranks_without_result(job) -> str:
+    """The ranks of a job of several tasks that returned no result, each with the last error line it left."""
+    ended = []
+    for k in range(job.num_tasks):
+        task, error = job.task(k), ""
+        if task.paths.result_pickle.exists():  # (results() of a task without one waits 15 s first)
+            try:
+                task.results()
+                continue
+            except Exception as err:  # noqa: BLE001 - the exception it raised
+                error = str(err)
+        logged = f"{error}\n{task.stderr() or ''}\n{task.stdout() or ''}"  # stderr_to_stdout: the log has it
+        lines = [x.strip() for x in logged.splitlines()[-300:] if x.strip()]
+        last = next((x for x in reversed(lines) if ("rror" in x or "what()" in x) and "submitit" not in x), None)
+        ended.append(f"rank {k} of {job.num_tasks} ended without a result: "
+                     + (last[:300] if last else "no error line in its log (killed: a signal, out of memory?)"))
+    return "; ".join(ended) or "every rank returned, but rank 0's result could not be read"
 
 
 def _visible(devices: list[str]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from scaling import claim, config, record
 
@@ -26,9 +26,10 @@ PLAN_ONLY = "--plan-only"
 CONF = Path(__file__).resolve().parent / "conf"
 
 
-def run_claimed(cfg: DictConfig, trial_dir: Path, planned, started: float) -> dict:
-    """Train the trial unless another process holds it; then wait for that holder's record. A trial of several
-    processes (scaling/distributed.py): rank 0 alone claims it and tells the others to wait, train or skip."""
+def run_claimed(cfg: DictConfig, trial_dir: Path, planned, started: float, retry_failed: bool = False) -> dict:
+    """Train the trial unless another process holds it; then collect that holder's record, ok or failed. A
+    failed record found at the start is retrained only with `retry_failed`. A trial of several processes
+    (scaling/distributed.py): rank 0 alone claims it and tells the others to wait, train or skip."""
     from scaling import distributed, plan, trial  # deferred: torch and timm
 
     world = distributed.detect()
@@ -36,20 +37,20 @@ def run_claimed(cfg: DictConfig, trial_dir: Path, planned, started: float) -> di
         with distributed.joined(world, plan.device(cfg.train.device), cfg.train.collective_timeout_s):
             if not world.lead:
                 return follow_claim(world, cfg, trial_dir, planned, started)
-            waiting = False
+            waiting, before = False, record.read(trial_dir / record.RECORD_NAME)
             while True:
-                if record.is_done(trial_dir):
+                if rec := record.settled(trial_dir, retry_failed, before):
                     world.agree("skip")
-                    return record.read(trial_dir / record.RECORD_NAME)
+                    return rec
                 held = claim.Claim.take(trial_dir, trial.slurm_job_id())
                 if held is not None:
                     with held:
-                        if record.is_done(trial_dir):  # finished between our check and our claim
+                        if rec := record.settled(trial_dir, retry_failed, before):  # written before our claim
                             world.agree("skip")
-                            return record.read(trial_dir / record.RECORD_NAME)
+                            return rec
                         world.agree("train")
                         print(f"train {trial_dir}", flush=True)
-                        return trial.run(cfg, trial_dir, planned, started, world)
+                        return trial.run(cfg, trial_dir, planned, started, world, claim=held)
                 info = claim.holder(trial_dir)
                 if not waiting and info is not None:
                     print(f"skip {trial_dir.name}: claimed by {claim.holder_text(info)}; waiting for its record",
@@ -87,9 +88,10 @@ def main(cfg: DictConfig) -> dict:
     hc = HydraConfig.get()
     sweeping = hc.mode == RunMode.MULTIRUN
     trial_dir = Path(hc.runtime.output_dir)
-    if sweeping and record.is_done(trial_dir):  # before importing torch: a finished trial costs ~nothing
-        print(f"skip {trial_dir.name}: already finished", flush=True)
-        return record.read(trial_dir / record.RECORD_NAME)
+    retry_failed = not sweeping or bool(OmegaConf.select(hc.sweeper, "retry_failed", default=False))
+    if sweeping and (rec := record.settled(trial_dir, retry_failed)):  # before importing torch: costs ~nothing
+        print(f"skip {trial_dir.name}: already {'finished' if rec['status'] == 'ok' else 'failed'}", flush=True)
+        return rec
     from scaling import plan  # deferred: torch and timm
 
     planned = plan.Planner().plan(cfg)
@@ -108,7 +110,7 @@ def main(cfg: DictConfig) -> dict:
             print(f"skip {trial_dir}: already finished", flush=True)
             return record.read(trial_dir / record.RECORD_NAME)
     try:
-        rec = run_claimed(cfg, trial_dir, planned, started)
+        rec = run_claimed(cfg, trial_dir, planned, started, retry_failed)
     except OSError as err:  # e.g. a disk too full to take the claim: no record can be written either
         rec = {"status": "failed", "error": f"cannot claim {trial_dir}: {type(err).__name__}: {err}"}
     if not sweeping:

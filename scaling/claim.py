@@ -39,8 +39,13 @@ What it assumes
 - Host names are unique among the machines that share the folder (the same name with another boot
   id is taken to mean a reboot).
 
-Test hook: the environment variable `SCALING_CLAIM_DELAY_S` (seconds) makes every protocol step
-sleep a random time up to that long, to widen the races in tests/test_claim.py. Never set it otherwise.
+What a holder does when it loses its claim: the trial checks `Claim.ours()` (one read of the claim file)
+before every file it writes and every W&B step, and stops at the first `False`, writing nothing more (no
+checkpoint, record or W&B step after the loss: scaling/trial.py `ClaimLost`).
+
+Test hooks: the environment variable `SCALING_CLAIM_DELAY_S` (seconds) makes every protocol step
+sleep a random time up to that long, to widen the races in tests/test_claim.py; `SCALING_CLAIM_TIMINGS`
+(JSON, e.g. {"STALE_S": 1}) shortens the timings for whole-trial tests. Never set them otherwise.
 """
 
 from __future__ import annotations
@@ -63,6 +68,9 @@ STALE_S = 120.0  # seconds without a heartbeat after which another host may brea
 BREAK_STALE_S = 30.0  # seconds after which a break attempt by another host may be superseded
 BACKSTOP = 3.0  # any claim (or attempt) older than BACKSTOP x its limit is stale, whatever its host
 DELAY_ENV = "SCALING_CLAIM_DELAY_S"  # test hook: random sleep (up to seconds) between protocol steps
+TIMINGS_ENV = "SCALING_CLAIM_TIMINGS"  # test hook: JSON of the timings above, shortened, for whole-trial tests
+globals().update({k: float(v) for k, v in json.loads(os.environ.get(TIMINGS_ENV) or "{}").items()
+                  if k in ("HEARTBEAT_S", "STALE_S", "BREAK_STALE_S", "BACKSTOP")})
 
 
 def _step() -> None:
@@ -296,6 +304,19 @@ class Claim:
     def lost(self) -> bool:
         """True once the heartbeat (or release) found the claim file gone or holding another token."""
         return self._lost.is_set()
+
+    def ours(self) -> bool:
+        """Whether the claim is still this holder's, read now (not only at the last heartbeat); a file system
+        error reads as still ours, as the heartbeat treats it."""
+        if self.lost:
+            return False
+        try:
+            if self._refresh():
+                return True
+        except OSError:
+            return True
+        self._lose("replaced or removed by another process")
+        return False
 
     def _lose(self, why: str) -> None:
         if not self._lost.is_set():

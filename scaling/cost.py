@@ -10,6 +10,9 @@ the whole validation split + the test split) / scoring images/s. The throughput 
 - `hydra.sweeper.images_per_second=N`: the user's training rate of one trial of the baseline network
   (d = w = r = 1), on the trials' device, all its processes together; scoring at 3 N (the usual rule: the
   backward pass costs about twice the forward; probes here measured 3.6-6 x for eval-mode batches of 512);
+- `hydra.sweeper.device_class=rtx3090` (CUDA trials planned where that GPU is absent; a probe here on a GPU
+  wins): the published training rate of the baseline network on that GPU (scaling/published.py: timm's
+  benchmark tables), scaled by activations, stated error ±50%;
 - else (`hydra.sweeper.estimate=true`, the default) a probe here: a few steps of the real trial step
   (scaling/trial.py `train_step`, its optimizer, EMA, channels_last and bf16) of each distinct network at
   its input size, per-process batch and thread count, on this machine's device, then a few scoring
@@ -83,6 +86,7 @@ class Rate:
     train: float  # training images/s
     score: float  # scoring images/s (eval mode, no gradients)
     source: str  # where it came from, for the plan
+    error: float = ERROR  # stated relative error of the training seconds it gives
 
 
 @dataclass
@@ -140,7 +144,7 @@ def seconds(w: Work, rate: Rate, error: float = ERROR) -> Estimate:
 def scaled(rate: Rate, activations: int, reference: int) -> Rate:
     """`rate`, measured on a network of `reference` activations per image, for one of `activations`."""
     f = reference / activations
-    return Rate(rate.train * f, rate.score * f, rate.source)
+    return Rate(rate.train * f, rate.score * f, rate.source, rate.error)
 
 
 # ---- the probe ---- #
@@ -259,13 +263,18 @@ class Estimator:
     once (or derived from a rate the user gave), the work from each trial's config."""
 
     def __init__(self, images_per_second: float | None = None, probe_file: str | None = None,
-                 estimate: bool = True) -> None:
+                 estimate: bool = True, device_class: str | None = None) -> None:
         if images_per_second is not None and images_per_second <= 0:
             raise ScalingError(f"hydra.sweeper.images_per_second={images_per_second} is not allowed; allowed: "
                                "null or > 0 (training images/s of one baseline trial on the trials' device)")
         if images_per_second is not None and probe_file:
             raise ScalingError("hydra.sweeper.images_per_second and hydra.sweeper.probe both give the rate; "
                                "allowed: one of them")
+        if device_class is not None:
+            from scaling import published
+
+            published.device_class(device_class)  # an unknown name fails before anything is planned
+        self.device_class = device_class
         self.images_per_second = images_per_second
         self.reference = read_probe(probe_file) if probe_file else None
         self.probe_file = probe_file
@@ -292,10 +301,12 @@ class Estimator:
             given = Rate(self.images_per_second, SCORE_SPEEDUP * self.images_per_second,
                          f"images_per_second={self.images_per_second:g} for the baseline, by activations")
             return scaled(given, acts, planned.base_activations or acts)
+        where = plan.device(cfg.train.device)
+        if self.device_class is not None and not (self.probing and where == "cuda" and _cuda()):
+            return self._published(cfg, planned, world, where)
         if not self.probing:
             self.notes["none: hydra.sweeper.estimate=false and no images_per_second or probe given"] = None
             return None
-        where = plan.device(cfg.train.device)
         if where == "cuda" and not _cuda():
             self.notes["none: the trials run on cuda (train.device), which this machine lacks; give "
                        "hydra.sweeper.images_per_second=N or hydra.sweeper.probe=FILE (python -m scaling.cost "
@@ -319,6 +330,17 @@ class Estimator:
                     f"probe here ({p['device']}, {p['threads']} thread(s){f', {world} processes' if world > 1 else ''}"
                     f"{shared})")
 
+    def _published(self, cfg, planned, world: int, where: str) -> Rate:
+        """One trial's rate from the published throughput of `device_class` (world x one GPU's rate)."""
+        from scaling import published
+
+        if where != "cuda":
+            raise ScalingError(f"hydra.sweeper.device_class={self.device_class} names a GPU, but the trials run "
+                               f"on {where} (train.device); allowed: train.device=cuda, or no device_class")
+        train, source = published.rate(self.device_class, cfg.model.name, planned.activations)
+        self.notes[source] = None
+        return Rate(train * world, SCORE_SPEEDUP * train * world, source, published.ERROR)
+
     def estimate(self, cfg, planned) -> Estimate | None:
         """One planned trial's estimate (None where no rate is known)."""
         from scaling import distributed
@@ -327,7 +349,7 @@ class Estimator:
         rate = self.rate(cfg, planned, world)
         if rate is None:
             return None
-        return seconds(work(cfg, world, has_test=planned.data_files.get("test") is not None), rate)
+        return seconds(work(cfg, world, has_test=planned.data_files.get("test") is not None), rate, rate.error)
 
     def fill(self, points: list, configs: list) -> None:
         """Set `estimated_seconds` and `estimate` of every planned trial (shared points: their trial's)."""
@@ -371,8 +393,9 @@ def race_line(points: list, seeds: list[int], initial_seeds: int) -> str:
 
     cap, n_cap = total(points, seeds)
     first, n_first = total(points, seeds[:initial_seeds])
+    error = max((p.estimate or {}).get("error", ERROR) for p in points if p.estimated_seconds is not None)
     return (f"race estimate: {trial_hours(cap)} at the seed cap ({n_cap} trials, {len(seeds)} seeds), "
-            f"{trial_hours(first)} after round 1 ({n_first} trials, {initial_seeds} seeds); each ±{ERROR:.0%}")
+            f"{trial_hours(first)} after round 1 ({n_first} trials, {initial_seeds} seeds); each ±{error:.0%}")
 
 
 # ---- the probe file: a one-trial probe on the trials' device ---- #

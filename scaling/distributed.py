@@ -12,10 +12,11 @@ shard of a batch, synchronised batch norm, and which rank stopped when a trial d
   thread, as under gloo, instead of NCCL's watchdog tearing the process down without a record.
 - GPUs: each rank uses the GPU of its local rank among those its job sees (the launchers give a job one per
   local rank); a job that sees fewer GPUs than it has local ranks fails at once, naming `gpus_per_node`.
-- `train.batch_size` stays the global batch: every rank walks the one-process order and takes every
-  world-th image of each batch (`shard`); DDP averages the gradients of equal shards, so an update is the
-  one-process update at the same global batch, except for batch norm, whose statistics come from the
-  shard alone unless `train.sync_bn` (then from the whole global batch, as in one process).
+- `train.batch_size` stays the global batch: every rank walks the one-process order and loads only every
+  world-th image of each batch (scaling/data.py `Order`); DDP averages the gradients of equal shards, so
+  an update is the one-process update at the same global batch, except for batch norm, whose statistics come from the
+  shard alone unless `train.sync_bn` (then from the whole global batch, as in one process). Dropout and
+  drop-path masks are drawn per rank, so a model with either is another trial at every world size.
 - Rank 0 alone claims the trial and writes its files; the others follow its decision (`agree`).
 - A rank whose trial fails reports its error to the store rank 0 hosts; rank 0, when a collective fails
   under it, names the ranks that reported an error of their own, or that never reported (`explain`).
@@ -191,11 +192,15 @@ def planned_world(cfg) -> int:
 
 
 def identity_values(cfg) -> dict[str, Any]:
-    """The train values that say what the world size does to the arithmetic: `world_size` only where batch
-    norm sees shards (several processes without `sync_bn`), else null, as one process computes; `sync_bn`
-    enters only through it (at one process, or synchronised, it changes nothing)."""
-    world = planned_world(cfg)
-    return {"world_size": world if world > 1 and not cfg.train.get("sync_bn", False) else None, "sync_bn": False}
+    """The train values that say what the world size does to the arithmetic: `world_size` where batch norm sees
+    shards (several processes without `sync_bn`) or where the model draws dropout or drop-path masks (each rank
+    draws its shard's from its own generator, `seed_epoch`, so the draws depend on the world size), else null,
+    as one process computes; `sync_bn` enters only through it (at one process, or synchronised, it changes
+    nothing)."""
+    world, m = planned_world(cfg), cfg.model
+    stochastic = bool(m.drop_rate or m.drop_path_rate or m.get("drop_rate_per_phi", 0.0))
+    sharded = world > 1 and (stochastic or not cfg.train.get("sync_bn", False))
+    return {"world_size": world if sharded else None, "sync_bn": False}
 
 
 def check(cfg) -> None:

@@ -166,6 +166,21 @@ def is_done(trial_dir: Path) -> bool:
     return bool(rec) and rec.get("status") == "ok"
 
 
+NOW = object()  # `settled`'s default `before`: the record as it is now
+
+
+def settled(trial_dir: Path, retry_failed: bool = False, before: Any = NOW) -> dict[str, Any] | None:
+    """The trial's record when a sweep has nothing to run for it: an ok record; a failed one unless failed
+    trials are retried (`hydra.sweeper.retry_failed`), and even then one that differs from `before` (the
+    record, or None, when a waiting caller began: another copy's holder wrote it meanwhile); else None."""
+    rec = read(Path(trial_dir) / RECORD_NAME)
+    if rec is None or rec.get("status") not in STATUSES:
+        return None
+    if rec["status"] == "ok" or not retry_failed:
+        return rec
+    return rec if before is not NOW and rec != before else None
+
+
 def new(**values: Any) -> dict[str, Any]:
     """A record with every field present (None where unknown) and the given values set."""
     unknown = set(values) - set(FIELDS)

@@ -24,6 +24,7 @@ from torch import nn
 from scaling import allocator, distributed, recipe, record
 from scaling import data as datasets
 from scaling.coefficients import Multipliers, ScalingError
+from scaling.cost import SCORE_BATCH
 from scaling.logger import TrialLogger
 from scaling.plan import Planned, build_scaled
 
@@ -34,6 +35,18 @@ NO_LOGGER = OmegaConf.create({"name": "none", "mode": "disabled"})  # ranks > 0:
 
 class TrialError(RuntimeError):
     """A trial that started but could not finish (NaN loss, ...)."""
+
+
+class ClaimLost(RuntimeError):
+    """Another process broke this trial's claim (scaling/claim.py): this one stops and writes nothing more."""
+
+
+def still_held(claim) -> None:
+    """Raise ClaimLost unless `claim` (None: unclaimed, ranks > 0) is still this process's, read now: called
+    before every checkpoint, record and W&B step."""
+    if claim is not None and not claim.ours():
+        raise ClaimLost(f"the claim on {claim.path.parent} was broken by another process (this one was paused "
+                        "or unreachable past the staleness limit); stopped without writing")
 
 
 def job_threads(requested: int | None) -> int:
@@ -66,16 +79,14 @@ def _now() -> str:
 # ---- training ---- #
 
 
-def evaluate(model: nn.Module, split, device, fmt, bf16: bool, batch_size: int = 512,
-             world: distributed.World | None = None, **kw) -> float:
-    """Top-1 accuracy (percent) on a split (several processes: each scores its shard of every batch)."""
+def evaluate(model: nn.Module, batches: datasets.Batches, device, fmt, bf16: bool,
+             world: distributed.World | None = None) -> float:
+    """Top-1 accuracy (percent) on a split's batches (several processes: each scores its share of every batch)."""
     world = world or distributed.World()
     model.eval()
     correct = total = 0
     with torch.no_grad():
-        for x, y in world.shard(datasets.batches(split, batch_size, shuffle=False, **kw)):
-            if not len(y):  # a last batch smaller than the world
-                continue
+        for x, y in batches.epoch():
             x = x.to(device, memory_format=fmt, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = model(x)
@@ -189,7 +200,8 @@ def load_checkpoint(path: Path, trial_id: str) -> dict[str, Any]:
 
 
 def train_epochs(model: nn.Module, data, cfg, trial_dir: Path, trial_id: str, logger: TrialLogger, px: int,
-        started: float, nominal_flops_factor: float = 1.0, world: distributed.World | None = None) -> dict[str, Any]:
+        started: float, nominal_flops_factor: float = 1.0, world: distributed.World | None = None,
+        claim=None) -> dict[str, Any]:
     """Train with SGD + one-cycle, monitoring on held-out images and checkpointing every epoch; resume
     if possible; at the end, score once on the whole validation split (`val_top1`, what studies choose
     on) and once on the test split (`top1`, what they report; None when the dataset has none).
@@ -228,10 +240,18 @@ def train_epochs(model: nn.Module, data, cfg, trial_dir: Path, trial_id: str, lo
         restore_rng(saved["rng"])
         state = saved["state"]
         log.info("resuming %s from epoch %d", trial_dir, state["epoch"])
-    kw = dict(resolution=px, mean=data.mean, std=data.std, num_workers=cfg.data.num_workers)
     train_tf = score_tf = None
     if train.dataset is not None:  # file datasets: timm's transforms (AutoAugment where the recipe asks)
         train_tf, score_tf = recipe.folder_transforms(t, model, px, data.mean, data.std)
+    kw = dict(resolution=px, mean=data.mean, std=data.std, num_workers=cfg.data.num_workers, rank=world.rank,
+              world=world.size, pin_memory=device.type == "cuda")  # each rank loads its share alone
+
+    def scoring(split) -> datasets.Batches:  # built once per split and trial (persistent workers)
+        return datasets.Batches(split, SCORE_BATCH, shuffle=False, transform=score_tf, **kw)
+
+    train_batches = datasets.Batches(train, t.batch_size, shuffle=True, hflip=cfg.data.hflip, transform=train_tf,
+                                     **kw)
+    val_batches = scoring(val)
     state["recipe"] = recipe.resolved(cfg, t, opt, nominal_flops_factor)
     step = train_step(net, opt, loss_fn, device, fmt, t.bf16, ema)
     scored = ema.module if ema is not None else model
@@ -243,9 +263,7 @@ def train_epochs(model: nn.Module, data, cfg, trial_dir: Path, trial_id: str, lo
         bar = tqdm(total=steps, desc=f"epoch {epoch}/{t.epochs}", disable=not t.progress or not world.lead,
                    leave=False, mininterval=1.0, dynamic_ncols=True)
         tic, seen, loss_sum = time.perf_counter(), 0, torch.zeros((), device=device)
-        for i, (x, y) in enumerate(world.shard(datasets.batches(
-                train, t.batch_size, shuffle=True, seed=cfg.seed * 100003 + epoch,
-                hflip=cfg.data.hflip, transform=train_tf, **kw))):
+        for i, (x, y) in enumerate(train_batches.epoch(cfg.seed * 100003 + epoch)):
             if "startup_seconds" not in state:  # process start (or, in a warm worker, job start) -> first step
                 state["startup_seconds"] = min(process_age(), time.time() - started)
             loss = step(x, y)
@@ -264,7 +282,7 @@ def train_epochs(model: nn.Module, data, cfg, trial_dir: Path, trial_id: str, lo
         if not math.isfinite(train_loss):
             raise TrialError(f"train: loss is {train_loss} in epoch {epoch}; lower train.lr (now {t.lr})")
         world.align(scored)  # every rank scores (and rank 0 checkpoints) rank 0's batch-norm statistics
-        top1 = evaluate(scored, val, device, fmt, t.bf16, world=world, transform=score_tf, **kw)
+        top1 = evaluate(scored, val_batches, device, fmt, t.bf16, world=world)
         row = {"epoch": epoch, "train_loss": train_loss, "val_top1": top1,
                "epoch_seconds": seconds, "images_per_second": seen / max(seconds, 1e-9),
                "lr": opt.param_groups[0]["lr"]}
@@ -274,17 +292,20 @@ def train_epochs(model: nn.Module, data, cfg, trial_dir: Path, trial_id: str, lo
         state["images"] += seen
         log.info("epoch %d/%d  loss %.4f  held-out top-1 %.2f%% (%d images)  %.0f img/s", epoch, t.epochs,
                  row["train_loss"], top1, len(val), row["images_per_second"])
+        still_held(claim)  # a holder whose claim was broken writes no W&B step, checkpoint or record
         logger.log({"epoch": epoch, "train/loss": row["train_loss"], "val/top1": top1, "train/lr": row["lr"],
                     "train/images_per_second": row["images_per_second"], "train/epoch_seconds": seconds})
         if t.checkpoint and world.lead:
+            still_held(claim)
             save_checkpoint(ckpt, trial_id, model, opt, sched, ema, state)
     tic = time.perf_counter()
     whole_val = val if len(val) == len(data.val) else datasets.prepare(data.val, px, data.mean, data.std)
-    state.update(val_top1=evaluate(scored, whole_val, device, fmt, t.bf16, world=world, transform=score_tf, **kw),
+    state.update(val_top1=evaluate(scored, val_batches if whole_val is val else scoring(whole_val), device, fmt,
+                                   t.bf16, world=world),
                  val_score_images=len(whole_val))
     if data.test is not None:
         test = datasets.prepare(data.test, px, data.mean, data.std)
-        state.update(top1=evaluate(scored, test, device, fmt, t.bf16, world=world, transform=score_tf, **kw),
+        state.update(top1=evaluate(scored, scoring(test), device, fmt, t.bf16, world=world),
                      score_split="test",
                      score_images=len(test))
     else:
@@ -298,9 +319,10 @@ def train_epochs(model: nn.Module, data, cfg, trial_dir: Path, trial_id: str, lo
 
 
 def run(cfg, trial_dir: Path, planned: Planned, started: float | None = None,
-        world: distributed.World | None = None) -> dict[str, Any]:
+        world: distributed.World | None = None, claim=None) -> dict[str, Any]:
     """Run (or resume) one planned trial and return its record (`started`: when its job began, time.time()).
-    Several processes (`world`, its group joined): all train, rank 0 alone writes the files and the W&B run."""
+    Several processes (`world`, its group joined): all train, rank 0 alone writes the files and the W&B run.
+    `claim` (rank 0's scaling.claim.Claim): once another process has broken it, nothing more is written."""
     started = time.time() if started is None else started
     world = world or distributed.World()
     trial_dir = Path(trial_dir)
@@ -341,7 +363,7 @@ def run(cfg, trial_dir: Path, planned: Planned, started: float | None = None,
                                                      "width_mult", "resolution_mult", "resolution", "trial_id")}})
         state = train_epochs(built.model, data, cfg, trial_dir, planned.ids["trial_id"], logger, px, started,
                     nominal_flops_factor=p["depth_mult"] * p["width_mult"] ** 2 * p["resolution_mult"] ** 2,
-                    world=world)
+                    world=world, claim=claim)
         rec.update(status="ok", epochs_run=state["epoch"], history=state["history"], top1=state["top1"],
                    train_seconds=state["train_seconds"],
                    train_images_per_second=state["images"] / max(state["train_seconds"], 1e-9),
@@ -349,8 +371,12 @@ def run(cfg, trial_dir: Path, planned: Planned, started: float | None = None,
                    **{k: state[k] for k in ("score_split", "score_images", "score_seconds", "train_images",
                                             "val_images", "val_top1", "val_score_images", "device")},
                    recipe_values=state.get("recipe"))
+        still_held(claim)
         logger.summary({k: rec[k] for k in ("val_top1", "top1", "flops", "params", "activations", "resolution",
                                             "train_images_per_second", "measured_flops_factor")})
+    except ClaimLost as err:  # another process holds the trial now: leave its files alone
+        rec.update(status="failed", error=world.explain(err, str(err)))
+        log.error("%s", err)
     except ScalingError as err:  # bad input: one line, no traceback
         rec.update(status="failed", error=world.explain(err, str(err)))
         log.error("%s", err)
@@ -364,6 +390,11 @@ def run(cfg, trial_dir: Path, planned: Planned, started: float | None = None,
         if logger is not None:
             logger.finish(exit_code=0 if rec["status"] == "ok" else 1)
     rec.update(finished=_now(), job_seconds=time.time() - started)
+    try:
+        still_held(claim)
+    except ClaimLost as err:
+        rec.update(status="failed", error=str(err))
+        return rec
     return write_record(path, rec) if world.lead else rec
 
 

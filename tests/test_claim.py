@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -349,3 +351,83 @@ def _drive(trials, workers, hosts, limit_s=50.0):
     return killed, ro
 
 
+
+
+# ---------------------------------------------------------------- a whole trial whose claim is broken
+
+
+@pytest.mark.slow
+def test_a_paused_holder_whose_claim_was_broken_writes_nothing_more(tmp_path):
+    """A real trial's holder is SIGSTOPped past the staleness limit (shortened by SCALING_CLAIM_TIMINGS); a
+    second copy breaks its claim, resumes from its checkpoint and finishes. The first, continued, stops at its
+    next write: no checkpoint, record or W&B step after the loss, and one error line saying why."""
+    import wandb_offline
+    from conftest import TINY, sweep_command
+
+    env = {**os.environ, claim.TIMINGS_ENV: json.dumps({"HEARTBEAT_S": 0.2, "STALE_S": 1.0, "BACKSTOP": 2.0})}
+    cmd = sweep_command(*TINY, "logger=wandb", "train.epochs=3", "train.train_images=2048", out=tmp_path / "out")
+    first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while not list((tmp_path / "out").rglob("checkpoint.pt")) and time.time() < deadline:
+            time.sleep(0.1)
+        (ckpt,) = (tmp_path / "out").rglob("checkpoint.pt")
+        os.kill(first.pid, signal.SIGSTOP)
+        time.sleep(2.5)  # past BACKSTOP x STALE_S: a claim nobody refreshes is stale even on its own host
+        second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert second.returncode == 0 and "resuming" in second.stderr + second.stdout, second.stderr[-2000:]
+        trial = ckpt.parent
+        written = {p.name: p.read_bytes() for p in (trial / "result.json", ckpt)}
+        assert json.loads(written["result.json"])["status"] == "ok"
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    _, err = first.communicate(timeout=600)
+    assert first.returncode != 0 and "was broken by another process" in err, err[-2000:]
+    assert {p.name: p.read_bytes() for p in (trial / "result.json", ckpt)} == written  # untouched by the first
+    stopped_at = int(re.search(r"from epoch (\d+)", second.stderr + second.stdout).group(1))
+    runs = sorted((trial / "wandb").glob("offline-run-*"))  # the first copy's run, then the second's
+    (first_run,) = runs[0].glob("run-*.wandb")
+    logged = [row["epoch"] for row in wandb_offline.summarize(first_run)["history"]]
+    assert len(runs) == 2 and logged == list(range(1, stopped_at + 1)), (logged, stopped_at)
+
+
+@pytest.mark.slow
+def test_a_waiting_copy_collects_a_failed_record_and_retrying_is_explicit(tmp_path):
+    """Another process (here: this test) holds a trial; the sweep's job waits for it. The holder writes a
+    failed record and releases: the waiting copy collects that record, as it would an ok one, and trains
+    nothing. A rerun keeps the failed record and names hydra.sweeper.retry_failed=true, which retrains it."""
+    from conftest import TINY, sweep, sweep_command
+
+    from scaling import record
+
+    out = tmp_path / "out"
+    args = ("-m", *TINY, "train.train_images=64")
+    sweep(*args, "--plan-only", out=out)
+    (line,) = [json.loads(x) for x in (out / "sweeps/adhoc/plan.jsonl").read_text().splitlines()]
+    trial = out / "sweeps/adhoc" / line["dirname"]
+    held = claim.Claim.take(trial)
+
+    copy = subprocess.Popen(sweep_command(*args, out=out), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(copy.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.time() + 300
+        while not any("waiting for its record" in x for x in lines):
+            assert time.time() < deadline and copy.poll() is None, "the copy never waited"
+            time.sleep(0.2)
+        failed = record.new(trial=trial.name, status="failed", error="the holder's planted failure")
+        record.write_atomic(trial / record.RECORD_NAME, failed)
+    finally:
+        held.release()
+    copy.wait(timeout=300)
+    reader.join(timeout=60)
+    stdout = "".join(lines)
+    assert copy.returncode != 0 and "\ntrain " not in stdout and "the holder's planted failure" in stdout, stdout
+    assert json.loads((trial / record.RECORD_NAME).read_text())["error"] == "the holder's planted failure"
+    rerun = sweep(*args, out=out, check=False)
+    assert "1 trial(s) failed before: not retrained (hydra.sweeper.retry_failed=true retrains them)" in rerun.stdout
+    assert "\ntrain " not in rerun.stdout and "retry_failed=true" in rerun.stderr
+    retried = sweep(*args, "hydra.sweeper.retry_failed=true", out=out)
+    assert "\ntrain " in retried.stdout and json.loads((trial / record.RECORD_NAME).read_text())["status"] == "ok"

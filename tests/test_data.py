@@ -132,3 +132,56 @@ def test_augmentation_is_the_same_with_any_number_of_workers(tmp_path):
         assert torch.equal(ya, yb) and torch.equal(xa, xb)
     other_epoch = next(iter(data.batches(f.train, 8, num_workers=0, **{**kw, "seed": 8})))
     assert not torch.equal(other_epoch[0], inline[0][0])  # the seed does change the draws
+
+
+def test_each_rank_decodes_only_its_share_of_every_batch_in_the_one_process_order(tmp_path):
+    """Two ranks of a file dataset: each decodes and augments 1/2 of each global batch (counted on its own
+    dataset), and the two shares, interleaved, are the one-process batches pixel for pixel."""
+    f = _folder(tmp_path, with_val=False)  # 40 training images
+    kw = dict(shuffle=True, resolution=24, mean=f.mean, std=f.std)
+    one = data.Batches(f.train, 8, **kw)
+    ranks = [data.Batches(f.train, 8, rank=r, world=2, **kw) for r in (0, 1)]
+    whole = list(one.epoch(seed=5))
+    shares = [list(b.epoch(seed=5)) for b in ranks]
+    assert one.dataset.loaded == 40 and [b.dataset.loaded for b in ranks] == [20, 20]
+    assert len(whole) == len(shares[0]) == len(shares[1]) == 5
+    for (x, y), (x0, y0), (x1, y1) in zip(whole, *shares):
+        assert len(y0) == len(y1) == 4
+        assert torch.equal(x[0::2], x0) and torch.equal(x[1::2], x1) and torch.equal(y[0::2], y0)
+    scoring = [list(data.Batches(f.train, 16, shuffle=False, rank=r, world=3, resolution=24, mean=f.mean,
+                                 std=f.std).epoch()) for r in range(3)]
+    assert sum(len(y) for s in scoring for _, y in s) == 40  # scoring: every image once, over the ranks
+
+
+def test_in_memory_shares_and_flips_are_the_one_process_ones():
+    d = data.load(cfg(name="synthetic", val_images=200), "x")
+    tr = data.prepare(data.subsample(d.train, 300, 0), 20, d.mean, d.std)
+    whole = list(data.batches(tr, 64, shuffle=True, hflip=True, seed=3))
+    shares = [list(data.batches(tr, 64, shuffle=True, hflip=True, seed=3, rank=r, world=4)) for r in range(4)]
+    for i, (x, y) in enumerate(whole):
+        for r in range(4):
+            assert torch.equal(shares[r][i][0], x[r::4]) and torch.equal(shares[r][i][1], y[r::4])
+
+
+class _Pids(torch.utils.data.Dataset):
+    """Images whose label is the pid of the process that loaded them."""
+
+    def __len__(self):
+        return 12
+
+    def __getitem__(self, i):
+        import os
+
+        from PIL import Image
+
+        return Image.new("RGB", (8, 8)), os.getpid()
+
+
+def test_a_file_loader_is_built_once_and_its_workers_persist_across_epochs():
+    import torchvision.transforms as T
+
+    b = data.Batches(data.Split(dataset=_Pids()), 4, shuffle=True, num_workers=2, transform=T.ToTensor())
+    loader = b.loader
+    first = {int(p) for _, y in b.epoch(seed=1) for p in y}
+    second = {int(p) for _, y in b.epoch(seed=2) for p in y}
+    assert b.loader is loader and len(first) == 2 and first == second  # the same two worker processes

@@ -49,17 +49,29 @@ LOCAL2 = ["hydra/launcher=local", "hydra.launcher.tasks_per_node=2"]
 
 
 def test_world_size_enters_the_identity_only_where_it_changes_the_arithmetic():
-    one = _trial_id()
-    assert one == _trial_id("hydra/launcher=local") == _trial_id("train.sync_bn=true") \
-        == _trial_id(*LOCAL2, "train.sync_bn=true") == _trial_id(*LOCAL2, "train.world_size=2", "train.sync_bn=true")
-    sharded = _trial_id(*LOCAL2)  # batch norm of 2 shards of the global batch: another computation
-    assert sharded != one and sharded == _trial_id(*LOCAL2, "train.world_size=2")
-    four = _trial_id("hydra/launcher=slurm", "hydra.launcher.tasks_per_node=2", "hydra.launcher.nodes=2")
+    det = "model.drop_rate=0"  # no dropout or drop-path draws: SyncBN ranks compute what one process does
+    one = _trial_id(det)
+    assert one == _trial_id("hydra/launcher=local", det) == _trial_id("train.sync_bn=true", det) \
+        == _trial_id(*LOCAL2, "train.sync_bn=true", det) \
+        == _trial_id(*LOCAL2, "train.world_size=2", "train.sync_bn=true", det)
+    sharded = _trial_id(*LOCAL2, det)  # batch norm of 2 shards of the global batch: another computation
+    assert sharded != one and sharded == _trial_id(*LOCAL2, "train.world_size=2", det)
+    four = _trial_id("hydra/launcher=slurm", "hydra.launcher.tasks_per_node=2", "hydra.launcher.nodes=2", det)
     assert four not in (one, sharded)
     # one process leaves existing ids as they were: neither key reaches the hash
-    train = identity.computing_values(plan.effective(_cfg(*LOCAL2, "train.sync_bn=true")))["train"]
+    train = identity.computing_values(plan.effective(_cfg(*LOCAL2, "train.sync_bn=true", det)))["train"]
     assert "world_size" not in train and "sync_bn" not in train and "collective_timeout_s" not in train
-    assert _trial_id(*LOCAL2, "train.collective_timeout_s=5") == sharded  # a runtime setting
+    assert _trial_id(*LOCAL2, "train.collective_timeout_s=5", det) == sharded  # a runtime setting
+
+
+@pytest.mark.parametrize("stochastic", ["model.drop_rate=0.2", "model.drop_path_rate=0.1",
+                                        "model.drop_rate_per_phi=0.05"])
+def test_dropout_draws_per_rank_make_two_ranks_another_trial_even_under_sync_bn(stochastic):
+    """Each rank draws its shard's dropout and drop-path masks from its own generator (World.seed_epoch), so
+    those draws depend on the world size: with either layer on, 2 SyncBN ranks are not the one-process trial."""
+    base = ("model.drop_rate=0", stochastic)
+    assert _trial_id(*LOCAL2, "train.sync_bn=true", *base) != _trial_id(*base)
+    assert _trial_id("train.sync_bn=true", *base) == _trial_id(*base)  # one process: as before
 
 
 def test_the_job_sees_the_world_size_the_sweeper_planned(monkeypatch):
@@ -189,7 +201,8 @@ def test_killed_rank_fails_the_trial_naming_it_and_rerun_resumes(out):
     rec = json.loads((trial / "result.json").read_text())
     assert rec["status"] == "failed" and rec["error"].startswith("rank 1 of 2 stopped responding"), rec["error"]
     assert noticed < 60 and rec["world_size"] == 2 and f"FAILED {trial.name}: rank 1 of 2" in output
-    again = sweep(*args, out=out)  # rerun: resumes from epoch 1's checkpoint
+    assert "hydra.sweeper.retry_failed=true" in output  # the summary names the explicit choice
+    again = sweep(*args, "hydra.sweeper.retry_failed=true", out=out)  # rerun: resumes from epoch 1's checkpoint
     rec = json.loads((trial / "result.json").read_text())
     assert rec["status"] == "ok" and [h["epoch"] for h in rec["history"]] == [1, 2], again.stdout[-2000:]
     log = (trial / "sweep.log").read_text()

@@ -202,3 +202,17 @@ def test_race_on_fresh_seeds_replaces_race_json_atomically(out):
         assert os.fstat(held.fileno()).st_nlink == 0  # the old file was unlinked by a rename, not rewritten
         assert json.loads(held.read()) == state
     assert json.loads(path.read_text()) == state
+
+
+def test_race_alongside_plans_the_other_study_as_its_own_sweep_does(tmp_path):
+    """`race.alongside='sweep=depth name=dep only_seeds=[1]'` plans depth's own grid (2 depths) and seeds (0, 1)
+    with only_seeds, not the race's axes: the same plan lines as that study's own --plan-only."""
+    common = ["train=quick", "logger=none"]
+    other = ["sweep=depth", "name=dep", "only_seeds=[1]"]
+    sweep("-m", "hydra/sweeper=race", "scaling.alpha=1.0,1.2", "scaling.beta=1.0,1.1", *common,
+          f"hydra.sweeper.race.alongside='{' '.join(other)}'", "--plan-only", out=tmp_path / "race")
+    sweep("-m", *other, *common, "--plan-only", out=tmp_path / "own")
+    lines = [sorted((p["dirname"] or "", p["status"], p["point"]["seed"], p["point"]["depth"])
+                    for p in plan_lines(tmp_path / f / "sweeps/dep")) for f in ("race", "own")]
+    assert lines[0] == lines[1] and len(lines[1]) == 4, lines  # 2 depths x seeds 0, 1
+    assert {status for _, status, seed, _ in lines[1] if seed == 0} == {"skipped"}

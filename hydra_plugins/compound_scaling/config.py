@@ -24,6 +24,10 @@ class GridSweeperConf:
     images_per_second: float | None = None  # training images/s of one baseline (d = w = r = 1) trial on the
     # trials' device (all its processes), scaled to other networks by activations per image; null: probe
     probe: str | None = None  # a probe file written on the trials' device (python -m scaling.cost --probe ...)
+    device_class: str | None = None  # CUDA trials planned where their GPU is absent: the published throughput of
+    # this GPU (rtx3090; scaling/published.py), scaled by activations; a probe file, a rate or a GPU here wins
+    retry_failed: bool = False  # retrain trials whose record says failed; false: a rerun (or a second copy of the
+    # sweep) keeps their failed records, and its summary names this key
 
 
 @dataclass

@@ -116,9 +116,12 @@ class GridSweeper(Sweeper):
     mode = "grid"  # timing.jsonl's `mode`
 
     def __init__(self, max_batch_size: int | None = None, params: dict | None = None, plan_only: bool = False,
-                 estimate: bool = True, images_per_second: float | None = None, probe: str | None = None) -> None:
+                 estimate: bool = True, images_per_second: float | None = None, probe: str | None = None,
+                 device_class: str | None = None, retry_failed: bool = False) -> None:
         self.max_batch_size = max_batch_size
-        self.estimator_args = {"images_per_second": images_per_second, "probe_file": probe, "estimate": estimate}
+        self.retry_failed = retry_failed  # launch trials whose record says failed (else they stay failed)
+        self.estimator_args = {"images_per_second": images_per_second, "probe_file": probe, "estimate": estimate,
+                               "device_class": device_class}
         self.params = params or {}
         self.plan_only = plan_only
         self.config: DictConfig | None = None
@@ -179,11 +182,14 @@ class GridSweeper(Sweeper):
         """Launch the planned trials that have no finished record yet (each in its own folder); `alongside`:
         (point, sweep folder) pairs of another study, launched with them (their overrides name that folder)."""
         jobs = [(p, self.sweep_dir) for p in points if p.status == "run"] + list(alongside)
-        todo = [(p, d) for p, d in jobs if not record.is_done(d / p.dirname)]
+        todo = [(p, d) for p, d in jobs if not record.settled(d / p.dirname, self.retry_failed)]
         todo.sort(key=lambda j: longest_first(j[0].activations, j[0].flops))
-        done = len(jobs) - len(todo)
+        done = sum(record.is_done(d / p.dirname) for p, d in jobs)
         if done:
             print(f"{done} trial(s) already finished: not retrained", flush=True)
+        if len(jobs) - len(todo) - done:
+            print(f"{len(jobs) - len(todo) - done} trial(s) failed before: not retrained "
+                  "(hydra.sweeper.retry_failed=true retrains them)", flush=True)
         returns: list[JobReturn] = []
         size = self.max_batch_size or max(1, len(todo))
         for i in range(0, len(todo), size):
@@ -263,7 +269,8 @@ class GridSweeper(Sweeper):
             for p in dropped:
                 print(f"  DROPPED {' '.join(p.overrides)}: {p.reason}", flush=True)
         if failed or (dropped and not grid_filter):
-            print("rerun the same command to retry (finished trials are skipped)", file=sys.stderr, flush=True)
+            retry = " with hydra.sweeper.retry_failed=true to retrain the failed trials" if failed else ""
+            print(f"rerun the same command{retry} (finished trials are skipped)", file=sys.stderr, flush=True)
             sys.exit(1)
 
 
@@ -288,16 +295,23 @@ class RaceSweeper(GridSweeper):
         if not text:
             return [], None
         key = "hydra.sweeper.race.alongside"
-        try:
-            grid = self._grid([*arguments, *str(text).split()], params={})
+        try:  # the race's own axes (its grid, its seeds) are not the other study's: its single values are
+            shared = [*self._fixed(arguments), *str(text).split()]
+            composed = self._compose(self._grid(shared, params={})[0])  # that study's sweep file: its grid, seeds
+            grid = self._grid(shared, params=OmegaConf.to_container(composed.hydra.sweeper.params or {}))
         except Exception as err:  # noqa: BLE001 - Hydra's parser raises its own kinds
             raise ScalingError(f"{key}='{text}': {str(err).splitlines()[0]}; allowed: overrides of another "
                                "study, e.g. 'sweep=baseline name=baseline_x seed=0,1,2'") from None
-        folder = Path(str(self._compose(grid[0]).hydra.sweep.dir))
+        folder = Path(str(composed.hydra.sweep.dir))
         if folder == self.sweep_dir:
             raise ScalingError(f"{key}='{text}' runs in the race's own folder {self.sweep_dir}; allowed: "
                                "overrides that give the other study its own name=")
         return grid, folder
+
+    def _fixed(self, arguments: list[str]) -> list[str]:
+        """The command line's single-valued overrides (its sweep axes left out)."""
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        return [a for a, o in zip(arguments, parser.parse_overrides(list(arguments))) if not o.is_sweep_override()]
 
     def _plan_alongside(self, grid: list[list[str]], folder: Path | None) -> list:
         """Plan `race.alongside` as its own sweep would (its plan.jsonl in its folder); its trials to run."""

@@ -212,15 +212,17 @@ def test_estimate_matches_the_recorded_training_time(out, capsys):
 
 @pytest.mark.slow
 def test_gpu_check_runs_in_cpu_mode(tmp_path):
-    """`make gpu-check` without a GPU: every step runs on the CPU (tiny models, gloo) and passes; one table."""
+    """`make gpu-check` without a GPU: every step runs on the CPU (tiny models, gloo; the GPU slots under four
+    made-up GPUs) and passes; one table."""
     tic = time.time()
     cmd = ["make", "-o", ".venv/.installed", "gpu-check", f"OUT={tmp_path}", f"PY={sys.executable}"]  # installed
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "No GPU is visible on this machine" in proc.stdout
     table = proc.stdout.split("gpu-check, CPU mode")[1]
-    for step in ("bench", "resume", "distributed", "probe"):
+    for step in ("bench", "resume", "distributed", "probe", "slots", "death"):
         assert any(r.startswith(step) and r.rstrip().endswith("ok") for r in table.splitlines()), table
+    assert "jobs saw ['0', '1', '2', '3']" in table and "rank 1 of 2 stopped responding" in table
     assert "RNG equal; epoch-2 loss rel. diff 0.0e+00" in table and "world_size 2" in table
     assert json.loads((tmp_path / "gpu_check/probe_demo.json").read_text())["train_images_per_second"] > 0
     print(f"gpu-check CPU mode: {time.time() - tic:.0f} s")

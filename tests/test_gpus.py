@@ -1,5 +1,5 @@
 """GPUs reach the trials: which devices each local slot, warm worker and rank is given, tested on the CPU
-through the environment contract (each job's CUDA_VISIBLE_DEVICES, noted by tests/devices_app.py); no CUDA
+through the environment contract (each job's CUDA_VISIBLE_DEVICES, noted by tools/devices_app.py); no CUDA
 is needed to test which GPUs a job is given. The slot arithmetic (gpus.py) is tested as if CUDA were there."""
 
 import json
@@ -23,9 +23,9 @@ FOUR = ["0", "1", "2", "3"]
 
 
 def _seen(tmp_path: Path, parent: str, *args: str) -> list[dict]:
-    """Run tests/devices_app.py as a local sweep under a parent that sees `parent`; each process's line."""
+    """Run tools/devices_app.py as a local sweep under a parent that sees `parent`; each process's line."""
     log = tmp_path / "seen.jsonl"
-    proc = subprocess.run([sys.executable, "tests/devices_app.py", "-m", f"log={log}", "hydra/launcher=local",
+    proc = subprocess.run([sys.executable, "tools/devices_app.py", "-m", f"log={log}", "hydra/launcher=local",
                            "hydra.launcher.cpus_per_task=1", "hydra.launcher.poll_s=0.2",
                            f"hydra.sweep.dir={tmp_path / 'sweep'}", *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=300,

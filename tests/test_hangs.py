@@ -76,10 +76,10 @@ def test_a_training_split_smaller_than_one_batch_fails_with_one_line_naming_imag
 
 @pytest.mark.slow
 def test_rank_0_killed_leaves_a_record_naming_each_rank_without_a_result(tmp_path):
-    """A 2-process job of tests/devices_app.py whose rank 0 prints an error line and SIGKILLs itself (as NCCL's
+    """A 2-process job of tools/devices_app.py whose rank 0 prints an error line and SIGKILLs itself (as NCCL's
     watchdog aborts a process): the launcher's failed record names that rank and its line, not only the job."""
     sweep_dir = tmp_path / "sweep"
-    proc = subprocess.run([sys.executable, "tests/devices_app.py", "-m", "trial=0", "killer_rank=0",
+    proc = subprocess.run([sys.executable, "tools/devices_app.py", "-m", "trial=0", "killer_rank=0",
                            f"log={tmp_path / 'seen.jsonl'}", "hydra/launcher=local", "hydra.launcher.tasks_per_node=2",
                            "hydra.launcher.cpus_per_task=1", "hydra.launcher.poll_s=0.2",
                            f"hydra.sweep.dir={sweep_dir}"], cwd=ROOT, capture_output=True, text=True, timeout=300)

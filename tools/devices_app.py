@@ -1,8 +1,8 @@
-"""A tiny Hydra app for tests/test_gpus.py: each process of a job appends one JSON line to `log` saying
+"""A tiny Hydra app for make gpu-check and its tests: each process of a job appends one JSON line to `log` saying
 which GPUs it was given (its CUDA_VISIBLE_DEVICES), then sleeps `sleep_s`, so that trials overlap. The rank
 `killer_rank` prints an error line and SIGKILLs itself instead (as NCCL's watchdog aborts a process).
 
-    CUDA_VISIBLE_DEVICES=0,1,2,3 python tests/devices_app.py -m trial=0,1,2,3 log=/tmp/seen.jsonl hydra/launcher=local
+    CUDA_VISIBLE_DEVICES=0,1,2,3 python tools/devices_app.py -m trial=0,1,2,3 log=/tmp/seen.jsonl hydra/launcher=local
 """
 
 import json

@@ -2,7 +2,7 @@
 
     make gpu-check          # python -m tools.gpu_check [--out outputs/gpu_check]
 
-With CUDA visible, four steps:
+With CUDA visible, seven steps:
 1. bench: the trial step against the plain eager NCHW fp32 loop (tools/bench.py), for the demo's φ = 1
    model and for full EfficientNet-B0 at 224 px, both with bf16 + channels_last;
 2. resume: a trial (the demo model, generated data, bf16) killed with SIGKILL mid-epoch and rerun: the rerun
@@ -13,9 +13,14 @@ With CUDA visible, four steps:
 3. distributed: one trial on all visible GPUs (nccl; scaling/distributed.py) ends ok with its world size
    (skipped on one GPU: nccl needs a GPU per process);
 4. probe: the probe that feeds the plan's cost estimate (scaling/cost.py), written as probe files for the
-   demo model and for the paper's B0 (`hydra.sweeper.probe=OUT/probe_paper.json`).
-Without CUDA the same steps run on the CPU with tiny models, 2 processes and gloo (tests/test_cost.py).
-Exit status 1 when a step fails.
+   demo model and for the paper's B0 (`hydra.sweeper.probe=OUT/probe_paper.json`);
+5. slots: each job of a local sweep sees exactly its slot's GPU (tools/devices_app.py), and a warm sweep
+   with train.device=auto trains one trial per GPU, every one on cuda;
+6. loading: each rank loads 1/N of every global batch, the shares together the one-process batch;
+7. death: a 2-process trial (nccl) whose rank 1 is SIGKILLed while training gets a failed record naming
+   rank 1 within DEATH_TIMEOUT_S (skipped on one GPU).
+Without CUDA the same steps run on the CPU with tiny models, 2 processes and gloo, the slots under a
+CUDA_VISIBLE_DEVICES of four made-up GPUs (tests/test_cost.py). Exit status 1 when a step fails.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ MIN_SPEEDUP = 0.9  # the trial step's images/s over the plain eager NCHW fp32 lo
 LOSS_RTOL = {"cpu": 0.0, "cuda": 1e-3}  # resumed against uninterrupted losses (relative); on CUDA at least
 RUN_TO_RUN = 10  # ... this many times the two runs' epoch-1 difference (both from scratch: nondeterminism alone)
 SYNTHETIC = ["data=synthetic", "logger=none", "train.progress=false"]  # generated data: no files needed
+DEATH_TIMEOUT_S = 60  # train.collective_timeout_s of the rank-death step: rank 0 names the dead rank within it
+STEPS = ("bench", "resume", "distributed", "probe", "slots", "loading", "death")
 
 
 class Table:
@@ -256,14 +263,119 @@ def _image_folder(root: Path, classes: int = 1000) -> Path:
     return root
 
 
+# ---- 5. GPUs per local slot ---- #
+
+
+def slots(table: Table, cuda: bool, out: Path) -> None:
+    """Each job of a local sweep sees exactly its slot's GPU (tools/devices_app.py notes its
+    CUDA_VISIBLE_DEVICES); on CUDA, a sweep with train.device=auto plans and trains every trial on cuda."""
+    from hydra_plugins.compound_scaling import gpus
+
+    listed = gpus.visible() if cuda else ["0", "1", "2", "3"]  # CPU: the environment contract alone
+    log, n = out / "seen.jsonl", len(listed)
+    proc = subprocess.run([sys.executable, "tools/devices_app.py", "-m", f"trial={','.join(map(str, range(n)))}",
+                           f"log={log}", "sleep_s=2", "hydra/launcher=local", "hydra.launcher.gpus_per_node=1",
+                           "hydra.launcher.cpus_per_task=1", f"hydra.sweep.dir={out / 'app'}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(listed)})
+    seen = sorted(json.loads(x)["devices"] for x in log.read_text().splitlines()) if log.exists() else []
+    table.add("slots", f"{n} local jobs, 1 GPU each, under CUDA_VISIBLE_DEVICES={','.join(listed)}",
+              f"jobs saw {seen}" if seen else f"exit {proc.returncode}: {proc.stderr[-300:]}",
+              "ok" if seen == sorted(listed) else "FAIL: a job did not see its own GPU")
+    if not cuda:
+        return
+    seeds = ",".join(map(str, range(n)))
+    code, err = _run(["-m", "train=quick", *SYNTHETIC, "train.epochs=1", "train.train_images=1024",
+                      "train.val_images=100", "train.device=auto", f"seed={seeds}", "hydra/launcher=local",
+                      "hydra.launcher.warm=true", "hydra.launcher.cpus_per_task=4", "hydra.sweeper.estimate=false"],
+                     out / "sweep")
+    recs = [json.loads(p.read_text()) for p in (out / "sweep").rglob("result.json")]
+    ok = code == 0 and len(recs) == n and all(r["status"] == "ok" and r.get("device") == "cuda" for r in recs)
+    table.add("slots", f"{n} trials, train.device=auto, warm workers, {n} at once",
+              f"{sum(r['status'] == 'ok' for r in recs)} of {len(recs)} ok on "
+              f"{sorted({r.get('device') for r in recs})}" if recs else f"exit {code}: {err}", "ok" if ok else "FAIL")
+
+
+# ---- 6. per-rank loading ---- #
+
+
+def loading(table: Table, cuda: bool) -> None:
+    """Each rank's share of every global batch is 1/N of it, and the shares together are the one-process batch."""
+    from scaling import data
+
+    if not hasattr(data, "Order"):
+        table.add("loading", "each rank loads its own share", "skipped: no per-rank loading here", "skipped")
+        return
+    world = max(2, torch.cuda.device_count()) if cuda else 2
+    one = list(data.Order(1000, 64, shuffle=True))
+    ranks = [list(data.Order(1000, 64, shuffle=True, rank=r, world=world)) for r in range(world)]
+    whole = all(sorted(sum((rk[i] for rk in ranks), [])) == sorted(b) and all(len(rk[i]) == len(b) // world
+                for rk in ranks) for i, b in enumerate(one))
+    table.add("loading", f"{world} ranks: each loads 1/{world} of every global batch of 64",
+              f"{len(one)} batches, shares {'partition' if whole else 'DO NOT partition'} each",
+              "ok" if whole else "FAIL")
+
+
+# ---- 7. a rank's death ---- #
+
+
+def rank_death(table: Table, cuda: bool, out: Path) -> None:
+    """A 2-process trial whose rank 1 is SIGKILLed while it trains: a failed record naming rank 1 within
+    DEATH_TIMEOUT_S (nccl on 2 GPUs, whose watchdog would otherwise abort rank 0 without one; gloo on CPU)."""
+    backend = "nccl" if cuda else "gloo"
+    if cuda and torch.cuda.device_count() < 2:
+        table.add("death", f"rank 1 of 2 killed ({backend})", "skipped: one GPU visible", "skipped")
+        return
+    device = ["train.device=cuda", "hydra.launcher.cpus_per_task=4"] if cuda else ["train.device=cpu",
+                                                                                  "hydra.launcher.cpus_per_task=1"]
+    proc = _start(["-m", "train=quick", *SYNTHETIC, "train.epochs=3", "train.train_images=4096",
+                   "train.val_images=100", f"train.collective_timeout_s={DEATH_TIMEOUT_S}", "hydra/launcher=local",
+                   "hydra.launcher.tasks_per_node=2", "hydra.sweeper.estimate=false", *device], out)
+    deadline = time.time() + 600
+    while not list(out.rglob("claim.lock")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    locks = list(out.rglob("claim.lock"))
+    rank1 = _rank_pid(json.loads(locks[0].read_text())["pid"], 1) if locks else None
+    if rank1 is None:
+        proc.kill()
+        table.add("death", f"rank 1 of 2 killed ({backend})", "no rank 1 process found", "FAIL")
+        return
+    time.sleep(3)  # into training
+    os.kill(rank1, signal.SIGKILL)
+    killed = time.time()
+    _finish(proc)
+    noticed = time.time() - killed
+    found = list(out.rglob("result.json"))
+    error = json.loads(found[0].read_text()).get("error") or "" if found else "no record"
+    ok = error.startswith("rank 1 of 2") and noticed < DEATH_TIMEOUT_S + 60
+    table.add("death", f"rank 1 of 2 SIGKILLed while training ({backend})", f"after {noticed:.0f} s: {error[:160]}",
+              "ok" if ok else "FAIL")
+
+
+def _rank_pid(rank0_pid: int, rank: int) -> int | None:
+    """The process id of `rank` in the local submitit job whose rank 0 is `rank0_pid` (from their environments)."""
+    def env(pid) -> dict:
+        try:
+            raw = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            return {}
+        return dict(kv.split("=", 1) for kv in raw.decode(errors="replace").split("\0") if "=" in kv)
+
+    job = env(rank0_pid).get("SUBMITIT_LOCAL_JOB_ID")
+    ours = {"SUBMITIT_LOCAL_JOB_ID": job, "SUBMITIT_LOCAL_GLOBALID": str(rank)}
+    pids = [int(p.name) for p in Path("/proc").iterdir()
+            if job and p.name.isdigit() and ours.items() <= env(p.name).items()]
+    return pids[0] if pids else None
+
+
 # ---- the check ---- #
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the four steps; print one table; 1 when a step failed."""
+    """Run the steps; print one table; 1 when a step failed."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="outputs/gpu_check", help="folder for the trials and probe files")
-    ap.add_argument("--only", default="bench,resume,distributed,probe", help="steps to run (comma-separated)")
+    ap.add_argument("--only", default=",".join(STEPS), help="steps to run (comma-separated)")
     args = ap.parse_args(argv)
     out = Path(args.out).resolve()
     if out.exists():
@@ -281,7 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     for name, step in (("bench", lambda: bench(table, cuda)), ("resume", lambda: resume(table, cuda, out / "resume")),
                        ("distributed", lambda: distributed_trial(table, cuda, out / "distributed")),
-                       ("probe", lambda: probe(table, cuda, out))):
+                       ("probe", lambda: probe(table, cuda, out)), ("slots", lambda: slots(table, cuda, out / "slots")),
+                       ("loading", lambda: loading(table, cuda)),
+                       ("death", lambda: rank_death(table, cuda, out / "death"))):
         if name in steps:
             tic = time.time()
             try:

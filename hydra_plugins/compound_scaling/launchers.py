@@ -23,7 +23,6 @@ import logging
 import math
 import os
 import shlex
-import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +35,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmitit
 from omegaconf import open_dict
 
 from hydra_plugins.compound_scaling.config import KNOWN_LAUNCHERS, SlurmConf
+from hydra_plugins.compound_scaling.watch import SlurmWatch, Watch, appears
 from scaling import allocator
 
 log = logging.getLogger(__name__)
@@ -59,116 +59,6 @@ class _Unsubmitted:
 
     def done(self, force_check: bool = False) -> bool:
         return True
-
-
-class _Watch:
-    """When jobs are over: their result file, or sacct (forced each poll), as submitit reads them."""
-
-    def __init__(self) -> None:
-        self.given_up: dict[str, str] = {}  # job id -> why it was given up on (no result to wait for)
-        self.seen: dict[str, str] = {}  # job id -> its final state per squeue, where sacct gives none
-
-    def done(self, jobs: list) -> list[bool]:
-        """Whether each job is over."""
-        return [j.done(force_check=True) for j in jobs]
-
-
-SQUEUE_ENDED = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
-                "REVOKED", "SPECIAL_EXIT", "TIMEOUT"}  # squeue's final states; every other one is alive
-SACCT_SILENT = "sacct does not list it"  # sacct works, but has no line for the job (yet)
-
-
-class _SlurmWatch(_Watch):
-    """sacct first; where it gives no state (missing, broken, no accounting), squeue, which lists jobs
-    while they are queued or running and for MinJobAge after; a job neither lists for `timeout_s` is
-    given up on (scancel, best effort). submitit alone would poll such a job forever."""
-
-    def __init__(self, timeout_s: float) -> None:
-        super().__init__()
-        self.timeout_s = timeout_s
-        self.unseen: dict[str, float] = {}  # job id -> when it was first seen without a state (time.time(), s)
-        self.force = True  # sacct every poll; once it proves missing or broken, on submitit's own schedule
-        # (2 s to 10 min apart, each call a warning), squeue every poll
-
-    def done(self, jobs: list) -> list[bool]:
-        done = [j.done(force_check=self.force) for j in jobs]
-        blind = [j for j, d in zip(jobs, done) if not d and j.job_id not in self.given_up
-                 and j.job_id not in self.seen and j.watcher.get_state(j.job_id, mode="cache") == "UNKNOWN"]
-        for job_id in {j.job_id for j in jobs} - {j.job_id for j in blind}:
-            self.unseen.pop(job_id, None)
-        if blind and self.force and (problem := sacct_problem(blind[0].job_id)) != SACCT_SILENT:
-            self.force = False
-            log.warning("%s: job states from squeue instead; a job neither lists for unknown_timeout_s=%g s "
-                        "is given up", problem, self.timeout_s)
-        if blind:
-            states, squeue_error = squeue_states({j.job_id for j in blind})
-            for j in blind:
-                self._see(j, states.get(j.job_id), squeue_error)
-        return [d or j.job_id in self.given_up or j.job_id in self.seen for j, d in zip(jobs, done)]
-
-    def _see(self, job, state: str | None, squeue_error: str | None) -> None:
-        """Note what squeue says of a job sacct gives no state for; give it up when it is unseen too long."""
-        if state is not None:
-            self.unseen.pop(job.job_id, None)
-            if state in SQUEUE_ENDED:
-                self.seen[job.job_id] = f"{state} per squeue; {sacct_problem(job.job_id)}"
-            return
-        since = self.unseen.setdefault(job.job_id, time.time())
-        if time.time() - since <= self.timeout_s:
-            return
-        cancelled = scancel(job.job_id)
-        self.given_up[job.job_id] = (
-            f"job {job.job_id}: no state for {time.time() - since:.0f} s ({sacct_problem(job.job_id)}; "
-            f"{squeue_error or 'squeue does not list it'}); given up after unknown_timeout_s={self.timeout_s:g}"
-            + (" and scancelled" if cancelled is None else f"; {cancelled}"))
-
-
-def _appears(path: Path, timeout_s: float) -> bool:
-    """Whether `path` exists within `timeout_s` seconds (a shared file system may show it late)."""
-    deadline = time.time() + timeout_s
-    while not path.exists() and time.time() < deadline:
-        time.sleep(1)
-    return path.exists()
-
-
-def _first_line(text: str) -> str:
-    return (text.strip().splitlines() or [""])[0]
-
-
-def squeue_states(job_ids: set[str]) -> tuple[dict[str, str], str | None]:
-    """Job id -> state for the jobs squeue lists (array tasks one by one), and squeue's error if it failed."""
-    mains = ",".join(sorted({i.split("_")[0] for i in job_ids}))
-    try:
-        proc = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T", "-j", mains],
-                              capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError) as err:
-        return {}, f"squeue: {type(err).__name__}: {err}"
-    if proc.returncode:  # also when it knows none of the ids
-        return {}, f"squeue exit {proc.returncode}: {_first_line(proc.stderr)}"
-    return dict(line.split("|", 1) for line in proc.stdout.split() if "|" in line), None
-
-
-def sacct_problem(job_id: str) -> str:
-    """Why sacct gives no state for a job, in words that name sacct."""
-    try:
-        proc = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", job_id.split("_")[0]],
-                              capture_output=True, text=True, timeout=60)
-    except FileNotFoundError:
-        return "sacct not found on PATH"
-    except (OSError, subprocess.SubprocessError) as err:
-        return f"sacct: {type(err).__name__}: {err}"
-    if proc.returncode:
-        return f"sacct exit {proc.returncode}: {_first_line(proc.stderr)}"
-    return SACCT_SILENT
-
-
-def scancel(job_id: str) -> str | None:
-    """Cancel a job; None when scancel ran, else why it could not (best effort: the job may be gone)."""
-    try:
-        proc = subprocess.run(["scancel", job_id], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError) as err:
-        return f"scancel failed: {type(err).__name__}: {err}"
-    return f"scancel exit {proc.returncode}: {_first_line(proc.stderr)}" if proc.returncode else None
 
 
 class _Launcher(BaseSubmititLauncher):
@@ -234,11 +124,11 @@ class _Launcher(BaseSubmititLauncher):
         progress.close(failed=sum(r.status != JobStatus.COMPLETED for r in returns))
         return returns
 
-    def _watch(self) -> _Watch:
+    def _watch(self) -> Watch:
         """What tells this launcher's jobs are over."""
-        return _Watch()
+        return Watch()
 
-    def _collect(self, job, overrides: Sequence[str], watch: _Watch, job_num: int) -> JobReturn:
+    def _collect(self, job, overrides: Sequence[str], watch: Watch, job_num: int) -> JobReturn:
         """The job's return, or FAILED with a `failed` record in its folder when it died without one."""
         slurm_job_id = str(job.job_id) if self._EXECUTOR == "slurm" else None
         if isinstance(job, _Unsubmitted):
@@ -246,7 +136,7 @@ class _Launcher(BaseSubmititLauncher):
         if job.job_id in watch.given_up:
             return self._dead(overrides, watch.given_up[job.job_id], slurm_job_id, job_num)
         seen = watch.seen.get(job.job_id)
-        if seen is not None and not _appears(job.paths.result_pickle, RESULT_WAIT_S * seen.startswith("COMPLETED")):
+        if seen is not None and not appears(job.paths.result_pickle, RESULT_WAIT_S * seen.startswith("COMPLETED")):
             # submitit's results() would wait for sacct forever
             error = f"job {job.job_id} ended without a result ({seen})"
             return self._dead(overrides, error, slurm_job_id, job_num)
@@ -418,9 +308,9 @@ class SlurmLauncher(_Launcher):
             p["gpus_per_node"] = gpus.per_trial(None, int(p.get("tasks_per_node") or 1), cuda=True)
         return p
 
-    def _watch(self) -> _Watch:
+    def _watch(self) -> Watch:
         timeout = self.params.get("unknown_timeout_s")
-        return _SlurmWatch(float(SlurmConf.unknown_timeout_s if timeout is None else timeout))
+        return SlurmWatch(float(SlurmConf.unknown_timeout_s if timeout is None else timeout))
 
 
 def command_line_error(args: list[str]) -> str | None:

@@ -182,6 +182,7 @@ class LocalLauncher(_Launcher):
     _EXECUTOR = "local"
     _UPSTREAM = LocalQueueConf
     CRASHES = 3
+    TIMEOUTS = 3  # reruns of a warm trial past timeout_min, as submitit's local executor requeues a cold one
 
     def run_here(self, overrides: list[str], job_dir_key: str, job_num: int, job_id: str, singleton_state) -> JobReturn:
         """One Hydra job in this (warm) process: what the plugin's __call__ does, without submitit."""
@@ -227,7 +228,7 @@ class LocalLauncher(_Launcher):
         results: dict[int, JobReturn] = {}
         timeout_s = 60 * float(self.params.get("timeout_min") or 0) or None
         with WarmPool(limit, self.params.get("cpus_per_task"), self.CRASHES, devices=slots.env,
-                      timeout_s=timeout_s) as pool:
+                      timeout_s=timeout_s, timeouts=self.TIMEOUTS) as pool:
             for ended in pool.run(len(params), lambda i: cloudpickle.dumps((self, params[i])),
                                   float(self.params.get("poll_s") or 1)):
                 for i, outcome in ended:

@@ -3,8 +3,9 @@ after job (no per-job start-up: imports, data).
 
 A worker that dies (OOM kill, segfault) is replaced, and only the job it was running is charged the
 crash: that job reruns first (resuming from its checkpoint), and after `crashes` deaths it is given up.
-A job still running after `timeout_s` is given up at once: its worker is killed (a hung trial would hang
-again). Each slot's worker sees that slot's GPUs (its CUDA_VISIBLE_DEVICES), replacements too.
+A job still running after `timeout_s` has its worker killed and reruns first (resuming from its checkpoint,
+as submitit requeues a cold job on timeout), `timeouts` times at most; then it is given up. Each slot's
+worker sees that slot's GPUs (its CUDA_VISIBLE_DEVICES), replacements too.
 (concurrent.futures' ProcessPoolExecutor breaks the whole pool instead: healthy workers are
 terminated and every queued job is charged a crash.)
 """
@@ -122,14 +123,16 @@ class _Worker:
 
 class WarmPool:
     """`slots` warm workers (spawned; each started with `_warm_init(threads, devices(slot))`), replaced when
-    they die; a job running longer than `timeout_s` (None: no limit) is given up and its worker killed."""
+    they die; a job running longer than `timeout_s` (None: no limit) has its worker killed and reruns, up to
+    `timeouts` times, then is given up."""
 
     def __init__(self, slots: int, threads: int | None, crashes: int,
-                 devices: Callable[[int], str] | None = None, timeout_s: float | None = None) -> None:
+                 devices: Callable[[int], str] | None = None, timeout_s: float | None = None,
+                 timeouts: int = 0) -> None:
         import multiprocessing as mp
 
         self.ctx, self.slots, self.threads, self.crashes = mp.get_context("spawn"), slots, threads, crashes
-        self.devices, self.timeout_s = devices, timeout_s
+        self.devices, self.timeout_s, self.timeouts = devices, timeout_s, timeouts
         self.workers: list[_Worker | None] = []  # one per slot; None: to be (re)started when a job needs it
 
     def __enter__(self) -> "WarmPool":
@@ -152,7 +155,7 @@ class WarmPool:
         from multiprocessing.connection import wait
 
         pending = collections.deque(range(jobs))
-        deaths = [0] * jobs
+        deaths, overtime = [0] * jobs, [0] * jobs
         while pending or self.running:
             ended: list[tuple[int, Outcome]] = []
             self._fill(pending, payload, deaths, ended)
@@ -168,18 +171,25 @@ class WarmPool:
                 elif (how := w.dead()) is not None:
                     self._crashed(slot, how, pending, deaths, ended)
                 elif self.timeout_s is not None and time.time() - w.since > self.timeout_s:
-                    self._timed_out(slot, ended)
+                    self._timed_out(slot, pending, overtime, ended)
             yield ended
 
-    def _timed_out(self, slot: int, ended: list) -> None:
-        """Give up the job of a worker past `timeout_s`: kill the worker (a fresh one takes the slot)."""
+    def _timed_out(self, slot: int, pending: collections.deque, overtime: list[int], ended: list) -> None:
+        """Kill the worker of a job past `timeout_s` (a fresh one takes the slot); rerun the job first, or give
+        it up after `timeouts` reruns."""
         w = self.workers[slot]
         job = w.job
         w.stop()  # busy: terminated (killed after 5 s)
         w.job, self.workers[slot] = None, None
-        log.warning("job #%d still running after %g s: its warm worker was killed", job, self.timeout_s)
+        overtime[job] += 1
+        if overtime[job] <= self.timeouts:
+            log.warning("job #%d still running after %g s: its warm worker was killed; rerunning it first (%d of "
+                        "%d; it resumes from its checkpoint)", job, self.timeout_s, overtime[job], self.timeouts)
+            pending.appendleft(job)
+            return
         ended.append((job, Outcome(error=f"timed out: still running after {self.timeout_s:g} s "
-                                         "(hydra.launcher.timeout_min); its warm worker was killed")))
+                                         f"(hydra.launcher.timeout_min), {overtime[job]} time(s); its warm worker "
+                                         "was killed")))
 
     def _fill(self, pending: collections.deque, payload, deaths: list[int], ended: list) -> None:
         """Start workers up to `slots` (or replace dead idle ones) and give each idle one the next job."""

@@ -66,7 +66,8 @@ class LocalConf(LocalQueueConf):
     cpus_per_task: int | None = 2  # torch threads per trial
     gpus_per_node: int | None = None  # GPUs per trial, slot i getting the i-th group of the visible ones
     # (null: one per process on CUDA, none on CPU; gpus.py)
-    timeout_min: float = 120  # a trial still running after this is stopped and recorded failed (warm too)
+    timeout_min: float = 120  # a trial still running after this is stopped, then rerun (resuming) up to 3 times
+    # and recorded failed (warm workers too)
     stderr_to_stdout: bool = True
     poll_s: float = 1.0  # seconds between status checks
     warm: bool = False  # one long-lived process per slot runs trial after trial (no per-trial start-up)

@@ -2,6 +2,7 @@
 
     python -m analysis.fit --csv results.csv [--rule cheapest] [--max-cost-gap 0.10]
     python -m analysis.fit outputs/sweeps/compound_grid
+    python -m analysis.fit outputs/sweeps/compound_grid outputs/sweeps/compound_grid_seeds3  # pooled (analysis/pool.py)
 
 Every choice is made on the validation split (metrics.CHOICE, `val_top1`: held-out training images
 no trial trains on); the test split (metrics.REPORT, `top1`) is reported beside it and never chooses.
@@ -321,7 +322,13 @@ def main(argv: list[str] | None = None) -> None:
     with one_line_errors():
         df = load(args.csv, args.folders)
         race = None if args.csv else race_file(args.folders)
-        if race is not None:
+        if not args.csv and len(args.folders) > 1:  # runs of one study, pooled (or refused with one line)
+            from analysis.pool import pool_folders  # the pool imports this module
+
+            result = pool_folders(args.folders, recipe=args.recipe, rule=args.rule, target=args.target,
+                                  tolerance=args.tolerance, level=args.level, max_cost_gap=args.max_cost_gap,
+                                  robust=args.robust, noise=args.noise)
+        elif race is not None:
             from analysis.race import decision  # the race imports this module
 
             options = ("level", "max_cost_gap", "robust", "noise", "target", "tolerance")

@@ -365,11 +365,12 @@ def test_a_paused_holder_whose_claim_was_broken_writes_nothing_more(tmp_path):
     from conftest import TINY, sweep_command
 
     env = {**os.environ, claim.TIMINGS_ENV: json.dumps({"HEARTBEAT_S": 0.2, "STALE_S": 1.0, "BACKSTOP": 2.0})}
-    cmd = sweep_command(*TINY, "logger=wandb", "train.epochs=3", "train.train_images=2048", out=tmp_path / "out")
+    cmd = sweep_command(*TINY, "logger=wandb", "train.epochs=3", out=tmp_path / "out")
     first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 300
-        while not list((tmp_path / "out").rglob("checkpoint.pt")) and time.time() < deadline:
+        deadline = time.time() + 600
+        while not list((tmp_path / "out").rglob("checkpoint.pt")):
+            assert time.time() < deadline and first.poll() is None, "no epoch checkpoint from the first copy"
             time.sleep(0.1)
         (ckpt,) = (tmp_path / "out").rglob("checkpoint.pt")
         os.kill(first.pid, signal.SIGSTOP)

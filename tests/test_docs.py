@@ -57,12 +57,9 @@ GPU_PAGE = "docs/slurm.md"
 # reported as an expected failure, and a file that is clean again is checked like any other.
 PENDING = {
     "README.md": "the demo's wall times name their commits; to move to docs/results/demo.md",
-    "Makefile": "make help gives the demo's time; to point to docs/results/demo.md",
-    "docs/plan-and-identity.md": "names commit f5204cb",
+    "docs/plan-and-identity.md": "names commit f5204cb; says what has run on a GPU",
     "docs/transfer.md": "names commit 5b66d8d",
-    "docs/benchmark.md": "says what has run on a GPU; to link to docs/slurm.md",
     "analysis/star.py": "its docstring cites the review's simulation",
-    "tests/test_noise_scenarios.py": "its docstring names issue 14 and the review",
     "tests/test_race.py": "a section comment names issue 14",
 }
 README_LINES = 140  # "about 120 lines": a front door, not a manual
@@ -145,7 +142,13 @@ def test_pages_describe_what_is_not_rounds_of_work(page):
 
 
 def hashes(text: str) -> list[str]:
-    return HASH.findall(text)
+    """The commits of this repository that the text names (another project's commit, cited as a source, is not one)."""
+    found = HASH.findall(text)
+    if not found:
+        return []
+    out = subprocess.run(["git", "cat-file", "--batch-check"], cwd=ROOT, input="\n".join(found) + "\n",
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    return [h for h, line in zip(found, out) if line.split()[1:2] == ["commit"]]
 
 
 def pending(name: str, found: list[str]) -> None:
@@ -222,9 +225,10 @@ def test_config_comments_and_make_help_repeat_no_measurement(path):
 
 
 def test_the_narration_checks_catch_what_they_look_for():
-    """The patterns catch a hash and two work items in prose, and leave numbers, words and code alone."""
+    """The patterns catch a commit and two work items in prose, and leave numbers, words, code and others' commits."""
     prose = python_prose('"""Fixed in 0e63a7b."""\n# see issue 14\nx = "3f2a9c1"  # after the review\n')
     assert hashes(prose) == ["0e63a7b"] and len(ISSUES.findall(prose)) == 2
+    assert not hashes("timm's results at huggingface/pytorch-image-models@c865028c34fc05cc7deea8e753b30d8cd1952591")
     assert not hashes("1234567 decade 10,000 images at 2.04x") and not ISSUES.findall("issues of a trial")
     assert config_prose("demo: install  ## the demo (c3667dc)\nx: 1\n").strip() == "the demo (c3667dc)"
     assert help_strings("demo: install  ## the demo (20-22 min)\n\t@printf '%-12s'\n") == "the demo (20-22 min)"

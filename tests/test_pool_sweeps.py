@@ -2,12 +2,10 @@
 raced runs of one study on disjoint seeds pool into one answer (analysis.report, analysis.fit)."""
 
 import json
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
-from conftest import ROOT, TINY, plan_lines, records, sweep
+from conftest import TINY, plan_lines, records, sweep
 
 from analysis.race import decide
 
@@ -60,30 +58,28 @@ def test_a_raised_seed_cap_trains_only_the_new_seeds_and_decides_on_all_records(
     assert len(timing) == 3  # one line per invocation
 
 
-def analysis_cli(module: str, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+def test_two_raced_runs_pool_into_one_answer_and_overlapping_seeds_are_refused(extended, tmp_path, capsys):
+    from analysis import fit, report  # in-process: the commands' own main(), without a new interpreter each
 
-
-def test_two_raced_runs_pool_into_one_answer_and_overlapping_seeds_are_refused(extended, tmp_path):
     out, steps, (_, b, _) = extended
     a = steps[-1][1]
     A, B = out / "sweeps/adhoc", out / "sweeps/adhoc_b"
     assert {r["seed"] for r in b.values()} == {3} and len(b) == 2
-    proc = analysis_cli("analysis.report", A, B, "--out", tmp_path / "pooled")
-    assert proc.returncode == 0, proc.stderr
-    fit = json.loads((tmp_path / "pooled/fit.json").read_text())
-    assert fit["n_trials"] == len(a) + len(b) and fit["pooled"]["seeds"] == sorted({r["seed"] for r in a.values()}
-                                                                                     | {3})
-    assert fit["race"] is None and fit["note"].startswith("Pooled: 2 runs of one study on disjoint seeds")
-    assert "not a race" in fit["note"] and [r["race"] is not None for r in fit["pooled"]["runs"]] == [True, True]
-    assert "pooled over 2 runs, seeds 0-3" in proc.stdout or "pooled over 2 runs, seeds 0, 1, 3" in proc.stdout
-    assert f"{A} (seeds 0-" in proc.stdout and f"{B} (seeds 3, 2 trials) alone: race set of" in proc.stdout
-    cli = analysis_cli("analysis.fit", A, B)
-    assert cli.returncode == 0, cli.stderr
-    assert json.loads(cli.stdout)["points"] == fit["points"]  # the same pooled answer as the report's
-    for module, args in (("analysis.fit", (A, A)), ("analysis.report", (A, A, "--out", tmp_path / "twice"))):
-        refused = analysis_cli(module, *args)
-        assert refused.returncode == 2 and "Traceback" not in refused.stderr
-        errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
-        assert len(errors) == 1 and "share seed(s) 0, 1" in errors[0], refused.stderr
+    capsys.readouterr()
+    report.main([str(A), str(B), "--out", str(tmp_path / "pooled")])
+    printed = capsys.readouterr().out
+    pooled = json.loads((tmp_path / "pooled/fit.json").read_text())
+    seeds = sorted({r["seed"] for r in a.values()} | {3})
+    assert pooled["n_trials"] == len(a) + len(b) and pooled["pooled"]["seeds"] == seeds
+    assert pooled["race"] is None and pooled["note"].startswith("Pooled: 2 runs of one study on disjoint seeds")
+    assert "not a race" in pooled["note"] and [r["race"] is not None for r in pooled["pooled"]["runs"]] == [True, True]
+    assert "pooled over 2 runs, seeds 0-3" in printed or "pooled over 2 runs, seeds 0, 1, 3" in printed
+    assert f"{A} (seeds 0-" in printed and f"{B} (seeds 3, 2 trials) alone: race set of" in printed
+    fit.main([str(A), str(B)])
+    assert json.loads(capsys.readouterr().out)["points"] == pooled["points"]  # the report's pooled answer
+    with pytest.raises(SystemExit) as refused:
+        fit.main([str(A), str(A)])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert refused.value.code == 2 and len(errors) == 1 and "Traceback" not in err  # one line, beside collect's notes
+    assert "share seed(s) 0, 1" in errors[0]

@@ -13,7 +13,7 @@ shard of a batch, synchronised batch norm, and which rank stopped when a trial d
 - GPUs: each rank uses the GPU of its local rank among those its job sees (the launchers give a job one per
   local rank); a job that sees fewer GPUs than it has local ranks fails at once, naming `gpus_per_node`.
 - `train.batch_size` stays the global batch: every rank walks the one-process order and loads only every
-  world-th image of each batch (scaling/data.py `Order`); DDP averages the gradients of equal shards, so
+  world-th image of each batch (scaling/loader.py `Order`); DDP averages the gradients of equal shards, so
   an update is the one-process update at the same global batch, except for batch norm, whose statistics come from the
   shard alone unless `train.sync_bn` (then from the whole global batch, as in one process). Dropout and
   drop-path masks are drawn per rank, so a model with either is another trial at every world size.

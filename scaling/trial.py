@@ -21,7 +21,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from scaling import allocator, distributed, recipe, record
+from scaling import allocator, distributed, loader, recipe, record
 from scaling import data as datasets
 from scaling.coefficients import Multipliers, ScalingError
 from scaling.cost import SCORE_BATCH
@@ -79,7 +79,7 @@ def _now() -> str:
 # ---- training ---- #
 
 
-def evaluate(model: nn.Module, batches: datasets.Batches, device, fmt, bf16: bool,
+def evaluate(model: nn.Module, batches: loader.Batches, device, fmt, bf16: bool,
              world: distributed.World | None = None) -> float:
     """Top-1 accuracy (percent) on a split's batches (several processes: each scores its share of every batch)."""
     world = world or distributed.World()
@@ -246,10 +246,10 @@ def train_epochs(model: nn.Module, data, cfg, trial_dir: Path, trial_id: str, lo
     kw = dict(resolution=px, mean=data.mean, std=data.std, num_workers=cfg.data.num_workers, rank=world.rank,
               world=world.size, pin_memory=device.type == "cuda")  # each rank loads its share alone
 
-    def scoring(split) -> datasets.Batches:  # built once per split and trial (persistent workers)
-        return datasets.Batches(split, SCORE_BATCH, shuffle=False, transform=score_tf, **kw)
+    def scoring(split) -> loader.Batches:  # built once per split and trial (persistent workers)
+        return loader.Batches(split, SCORE_BATCH, shuffle=False, transform=score_tf, **kw)
 
-    train_batches = datasets.Batches(train, t.batch_size, shuffle=True, hflip=cfg.data.hflip, transform=train_tf,
+    train_batches = loader.Batches(train, t.batch_size, shuffle=True, hflip=cfg.data.hflip, transform=train_tf,
                                      **kw)
     val_batches = scoring(val)
     state["recipe"] = recipe.resolved(cfg, t, opt, nominal_flops_factor)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from scaling import data
+from scaling import data, loader
 from scaling.config import DataConfig
 
 DEBIAN = data.DEBIAN_FASHION_MNIST
@@ -74,9 +74,9 @@ def test_prepare_resizes_and_normalises():
 def test_synthetic_and_batches():
     d = data.load(cfg(name="synthetic", val_images=200), "x")
     tr = data.prepare(data.subsample(d.train, 300, 0), 20, d.mean, d.std)
-    sizes = [len(y) for _, y in data.batches(tr, 64, shuffle=True, hflip=True)]
+    sizes = [len(y) for _, y in loader.batches(tr, 64, shuffle=True, hflip=True)]
     assert sizes == [64] * 4  # ragged last training batch dropped
-    assert sum(len(y) for _, y in data.batches(tr, 64, shuffle=False)) == 300
+    assert sum(len(y) for _, y in loader.batches(tr, 64, shuffle=False)) == 300
 
 
 def test_imagefolder(tmp_path):
@@ -89,7 +89,7 @@ def test_imagefolder(tmp_path):
         Image.fromarray(d.val.images[i, 0].numpy()).convert("RGB").save(folder / f"{i}.png")
     f = data.load(cfg(name="imagefolder", root=str(tmp_path), val_images=20), "x")
     assert len(f.train) == 40 and len(f.val) == 20 and f.in_chans == 3
-    x, y = next(data.batches(f.val, 8, shuffle=False, resolution=32, mean=f.mean, std=f.std))
+    x, y = next(loader.batches(f.val, 8, shuffle=False, resolution=32, mean=f.mean, std=f.std))
     assert x.shape == (8, 3, 32, 32)
     with pytest.raises(data.DataError, match="data.root"):
         data.load(cfg(name="imagefolder", root=str(tmp_path / "missing")), "x")
@@ -124,13 +124,13 @@ def test_augmentation_is_the_same_with_any_number_of_workers(tmp_path):
     f = _folder(tmp_path, with_val=False)
     kw = dict(shuffle=True, seed=7, resolution=24, mean=f.mean, std=f.std)
     torch.manual_seed(0)
-    inline = list(data.batches(f.train, 8, num_workers=0, **kw))
+    inline = list(loader.batches(f.train, 8, num_workers=0, **kw))
     torch.manual_seed(123)  # the global generator must not matter either
-    workers = list(data.batches(f.train, 8, num_workers=2, **kw))
+    workers = list(loader.batches(f.train, 8, num_workers=2, **kw))
     assert len(inline) == len(workers) == 5
     for (xa, ya), (xb, yb) in zip(inline, workers):
         assert torch.equal(ya, yb) and torch.equal(xa, xb)
-    other_epoch = next(iter(data.batches(f.train, 8, num_workers=0, **{**kw, "seed": 8})))
+    other_epoch = next(iter(loader.batches(f.train, 8, num_workers=0, **{**kw, "seed": 8})))
     assert not torch.equal(other_epoch[0], inline[0][0])  # the seed does change the draws
 
 
@@ -139,8 +139,8 @@ def test_each_rank_decodes_only_its_share_of_every_batch_in_the_one_process_orde
     dataset), and the two shares, interleaved, are the one-process batches pixel for pixel."""
     f = _folder(tmp_path, with_val=False)  # 40 training images
     kw = dict(shuffle=True, resolution=24, mean=f.mean, std=f.std)
-    one = data.Batches(f.train, 8, **kw)
-    ranks = [data.Batches(f.train, 8, rank=r, world=2, **kw) for r in (0, 1)]
+    one = loader.Batches(f.train, 8, **kw)
+    ranks = [loader.Batches(f.train, 8, rank=r, world=2, **kw) for r in (0, 1)]
     whole = list(one.epoch(seed=5))
     shares = [list(b.epoch(seed=5)) for b in ranks]
     assert one.dataset.loaded == 40 and [b.dataset.loaded for b in ranks] == [20, 20]
@@ -148,7 +148,7 @@ def test_each_rank_decodes_only_its_share_of_every_batch_in_the_one_process_orde
     for (x, y), (x0, y0), (x1, y1) in zip(whole, *shares):
         assert len(y0) == len(y1) == 4
         assert torch.equal(x[0::2], x0) and torch.equal(x[1::2], x1) and torch.equal(y[0::2], y0)
-    scoring = [list(data.Batches(f.train, 16, shuffle=False, rank=r, world=3, resolution=24, mean=f.mean,
+    scoring = [list(loader.Batches(f.train, 16, shuffle=False, rank=r, world=3, resolution=24, mean=f.mean,
                                  std=f.std).epoch()) for r in range(3)]
     assert sum(len(y) for s in scoring for _, y in s) == 40  # scoring: every image once, over the ranks
 
@@ -156,8 +156,8 @@ def test_each_rank_decodes_only_its_share_of_every_batch_in_the_one_process_orde
 def test_in_memory_shares_and_flips_are_the_one_process_ones():
     d = data.load(cfg(name="synthetic", val_images=200), "x")
     tr = data.prepare(data.subsample(d.train, 300, 0), 20, d.mean, d.std)
-    whole = list(data.batches(tr, 64, shuffle=True, hflip=True, seed=3))
-    shares = [list(data.batches(tr, 64, shuffle=True, hflip=True, seed=3, rank=r, world=4)) for r in range(4)]
+    whole = list(loader.batches(tr, 64, shuffle=True, hflip=True, seed=3))
+    shares = [list(loader.batches(tr, 64, shuffle=True, hflip=True, seed=3, rank=r, world=4)) for r in range(4)]
     for i, (x, y) in enumerate(whole):
         for r in range(4):
             assert torch.equal(shares[r][i][0], x[r::4]) and torch.equal(shares[r][i][1], y[r::4])
@@ -180,8 +180,8 @@ class _Pids(torch.utils.data.Dataset):
 def test_a_file_loader_is_built_once_and_its_workers_persist_across_epochs():
     import torchvision.transforms as T
 
-    b = data.Batches(data.Split(dataset=_Pids()), 4, shuffle=True, num_workers=2, transform=T.ToTensor())
-    loader = b.loader
+    b = loader.Batches(data.Split(dataset=_Pids()), 4, shuffle=True, num_workers=2, transform=T.ToTensor())
+    built = b.loader
     first = {int(p) for _, y in b.epoch(seed=1) for p in y}
     second = {int(p) for _, y in b.epoch(seed=2) for p in y}
-    assert b.loader is loader and len(first) == 2 and first == second  # the same two worker processes
+    assert b.loader is built and len(first) == 2 and first == second  # the same two worker processes

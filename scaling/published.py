@@ -12,11 +12,11 @@ CUDA 11.3; timm's own train benchmark of the unmodified ImageNet networks):
 timm publishes train-throughput tables for the RTX 3090 alone; no A100, V100 or H100 table exists there, so
 no other device class is shipped.
 
-Stated error (`ERROR`): ±50% of a trial's training seconds. Not measured here (no GPU has run this project);
-the sources of error are stated instead: bf16 autocast (train.bf16) against the table's float16 AMP, a newer
-PyTorch, scaling by activations across resolution and width (r = 0.96 on the CPU trials), other classifier
-sizes, and what the table leaves out: the data pipeline (JPEG decoding needs several CPU workers per GPU at
-these rates), checkpoints, and communication between the processes of a trial.
+Stated error (`ERROR`): ±50% of a trial's training seconds. Not measured against a GPU run (docs/slurm.md
+says what has run on one); the sources of error are stated instead: bf16 autocast (train.bf16) against the
+table's float16 AMP, a newer PyTorch, scaling by activations across resolution and width (r = 0.96 on the
+CPU trials), other classifier sizes, and what the table leaves out: the data pipeline (JPEG decoding needs
+several CPU workers per GPU at these rates), checkpoints, and communication between the processes of a trial.
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ REQUIRED = ("alpha", "beta", "gamma", "phi", "seed", "flops", CHOICE)
 RULES = ("highest_mean", "cheapest")
 COST_FLAG = COST_TOLERANCE  # one owner (scaling.coefficients): a measured FLOPs factor further off target^φ
 # than the plan's own equal-cost tolerance (which drops such matched points before launch) is flagged here
-DEFAULTS = {"level": LEVEL, "rule": "highest_mean", "max_cost_gap": None, "robust": False, "noise": "per_point",
+DEFAULTS = {"level": LEVEL, "rule": "highest_mean", "max_cost_gap": None, "robust": False, "noise": "moderated",
             "recipe": None}  # the analysis options; fit.json records them all and names those changed
 SPLITS = {"choice": CHOICE, "choice_label": METRICS[CHOICE].label, "report": REPORT,
           "report_label": METRICS[REPORT].label}
@@ -251,11 +251,11 @@ def fit_result(trials: pd.DataFrame, a: Analysis, *, target: float, tolerance: f
 
 def fit(df: pd.DataFrame, target: float | None = None, tolerance: float | None = None, *, level: float = LEVEL,
         rule: str = "highest_mean", max_cost_gap: float | None = None, robust: bool = False,
-        noise: str = "per_point", recipe: str | None = None) -> dict:
+        noise: str = "moderated", recipe: str | None = None) -> dict:
     """Best (α, β, γ) on the constraint with its confidence set for the best, chosen on metrics.CHOICE.
 
     robust: first drop outlier runs (stats.outliers: at most one per point with 3+ seeds).
-    noise: "per_point" (default) or "pooled" (stats.mcb). recipe: analyse only this recipe's trials.
+    noise: "moderated" (default), "per_point" or "pooled" (stats.mcb). recipe: analyse only this recipe's trials.
     """
     if rule not in RULES:
         raise FitError(f"rule={rule}: allowed: {', '.join(RULES)}")
@@ -316,7 +316,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rule", choices=RULES, default="highest_mean", help="how to choose within the set")
     ap.add_argument("--max-cost-gap", type=float, help="drop points whose measured FLOPs factor is off by more")
     ap.add_argument("--robust", action="store_true", help="drop outlier runs first (points with 3+ seeds)")
-    ap.add_argument("--noise", choices=NOISE, default="per_point", help="per-point variances, or one pooled sigma")
+    ap.add_argument("--noise", choices=NOISE, default="moderated",
+                    help="moderated per-point variances (default), max(own, pooled), or one pooled sigma")
     ap.add_argument("--recipe", help="analyse only this recipe's trials (when the records mix recipes)")
     args = ap.parse_args(argv)
     with one_line_errors():
@@ -333,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
 
             options = ("level", "max_cost_gap", "robust", "noise", "target", "tolerance")
             fixed = [f"--{k.replace('_', '-')}" for k in options if getattr(args, k) not in (None, False, LEVEL,
-                                                                                              "per_point")]
+                                                                                              "moderated")]
             if fixed:
                 raise FitError(f"{', '.join(fixed)}: a raced folder's set is the race's own (race.json fixes its "
                                "level and seeds); to test its records another way, collect them to a CSV and use --csv")

@@ -12,30 +12,31 @@ b_s shared across points cancels in comparisons (common random numbers; Bouthill
 The additive fit handles unbalanced seeds (a race gives survivors more). When the seeds do not
 connect the points (no shared seeds), the seed term is dropped: a one-way model, unpaired.
 
-Noise per point (noise="per_point", the default). Points differ in noise here (the transfer table's
-depth row: ± 3.2 against ± 0.3 elsewhere), and one σ pooled over all points lets a noisy best fall
-out of the set (true best kept 83–89% of the time in simulation). So each point's variance is its
-own residual variance (Σ residual² / Σ (1 − leverage) over its runs, Satterthwaite d.f.; n − 1 when
-balanced) where that is larger than the pooled one, else the pooled one; a seed that collapsed at
-one point, or a point's own seed effect, shows up as that point's own noise. Each comparison's
-s.e. is the sandwich variance of μ̂_j − μ̂_i under those variances, on Welch–Satterthwaite d.f.
-(the pooled part on the residual d.f., each own part on its own). Measured routes (tests/
-test_noise_scenarios.py, 1,000 studies each): the pair's own seed-paired differences alone give
-1 d.f. at 2 seeds (nothing can be excluded; a race cannot start); one pooled σ keeps a noisy best
-83–89%; the robust outlier drop (`drop_outliers`, an option) repairs a collapsed seed but not a
-noisy point; per-point noise keeps the best ≥ 94.5% in every scenario at 2–8 seeds. Its price:
-sets about 0.5–1.3 points wider than with one pooled σ when the noise really is equal, and a
-race on a clear leader spends 44% of the grid instead of 34%. noise="pooled" is the former model.
+Noise per point, moderated (noise="moderated", the default). Points differ in noise here (the
+transfer table's depth row: ± 3.2 against ± 0.3 elsewhere; a seed that collapses at some points),
+and one σ pooled over all points lets a noisy best fall out of the set. A point's own residual
+variance (Σ residual² / Σ (1 − leverage) over its runs, Satterthwaite d.f.; n − 1 when balanced)
+rests on 1–2 d.f. at 2–3 seeds, so using it alone (noise="per_point": the larger of it and the
+pooled one) leaves critical values of 7.6 to 38 and excludes almost nothing. Empirical Bayes
+(Smyth 2004, limma's moderated t) shrinks it toward the pooled variance of the plausible points,
+with the prior d.f. estimated from the points' own variances (_noise): a point whose few seeds
+happen to agree is pulled up, and one whose variance the prior makes implausible keeps its own.
+Each comparison's s.e. is the sandwich variance of μ̂_j − μ̂_i under those variances, on
+Welch–Satterthwaite d.f. noise="pooled" is one σ for every point.
 
 The confidence set for the best is Hsu's multiple comparisons with the best (MCB; Hsu 1996,
 "Multiple Comparisons", §4.1): point i stays unless some j beats it by more than
-c·se(μ̂_j − μ̂_i), with c the one-sided t quantile at level/(k−1) on that comparison's d.f.
-(Bonferroni over the k−1 comparisons with the true best). The true best is then in the set with
-probability ≥ 1 − level, whatever the other points' means. When the replicate seeds agree exactly
+c·se(μ̂_j − μ̂_i). With i the true best, its k − 1 comparisons must hold jointly at the level: c
+is the one-sided many-to-one critical value of the multivariate t (Dunnett 1955) at the
+comparisons' smallest correlation (_marginal; multiplicity="bonferroni": level/(k − 1) each).
+The true best is then in the set with probability about 1 − level, whatever the other points'
+means: tests/test_noise_scenarios.py plants ties with equal noise, a noisier best and collapsed
+seeds, and asserts ≥ 93% coverage of every tied point. When the replicate seeds agree exactly
 (σ̂ = 0) nothing is excluded: the noise is unknown, not zero.
 
 Power (`mdd`) is that of the same test: the gap at which it excludes a point with probability
-POWER, from simulating the test's own s.e. and d.f. under the variances it used.
+POWER, from simulating the test's own noise estimates, d.f. and critical values under the
+variances it used.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def grid_point_key(alpha: float, beta: float, gamma: float, arch: str | None = N
     """A grid point's identity: its `arch` when recorded (aliases built the same network), else 'α,β,γ'."""
     if arch is not None and not pd.isna(arch):
         return str(arch)
-    return ",".join(f"{float(v):.6g}" for v in (alpha, beta, gamma))
+    return ",".join(f"{round(float(v), 6):.6g}" for v in (alpha, beta, gamma))  # the same after with_keys rounds
 
 
 def with_keys(trials: pd.DataFrame, value: str = CHOICE) -> pd.DataFrame:
@@ -181,6 +182,7 @@ class Noise:
     df: np.ndarray  # points × B: its degrees of freedom
     own: np.ndarray  # points × B: the point keeps its own (larger) variance
     prior_df: np.ndarray  # B: moderated: the prior d.f. d0 (∞: one pooled variance); NaN otherwise
+    raw: np.ndarray  # points × B: each point's own residual variance (NaN: a point with one run)
 
 
 def _noise(d: Design, E: np.ndarray, noise: str) -> Noise:
@@ -202,15 +204,16 @@ def _noise(d: Design, E: np.ndarray, noise: str) -> Noise:
     usable = (d.own_n > 1e-9) & (d.own_df >= 1)  # a point with one run has no residual of its own
     total = np.full((k, B), float(d.df))
     nan = np.full(B, np.nan)
+    raw = np.where(usable[:, None], own, np.nan)
     if noise == "pooled" or not usable.any():
-        return Noise(s2, np.repeat(s2[None, :], k, 0), total, np.zeros((k, B), bool), nan)
+        return Noise(s2, np.repeat(s2[None, :], k, 0), total, np.zeros((k, B), bool), nan, raw)
     if noise == "per_point":
         use = usable[:, None] & (own > s2[None, :])
-        return Noise(s2, np.where(use, own, s2[None, :]), np.where(use, d.own_df[:, None], total), use, nan)
+        return Noise(s2, np.where(use, own, s2[None, :]), np.where(use, d.own_df[:, None], total), use, nan, raw)
     dof = d.own_df[usable][:, None]
     n, s2u = d.own_n[usable][:, None], own[usable]
     with np.errstate(divide="ignore", invalid="ignore"):
-        plausible = special.fdtrc(dof, d.df, s2u / s2[None, :]) >= OWN  # under one pooled variance
+        plausible = special.fdtrc(dof, d.df, s2u / s2[None, :]) >= OWN / len(dof)  # under one variance, per point
         plausible |= ~plausible.any(0)
         s0 = (n * s2u * plausible).sum(0) / (n * plausible).sum(0)  # the prior: pooled over the plausible points
         d0 = _prior_df(np.where(plausible, s2u, s0[None, :]), dof[:, 0], plausible)
@@ -223,7 +226,7 @@ def _noise(d: Design, E: np.ndarray, noise: str) -> Noise:
         df[usable] = np.minimum(weight + dof, d.df)
     flag = np.zeros((k, B), bool)
     flag[usable] = p < OWN
-    return Noise(s2, var, df, flag & (var > s0[None, :]), d0)
+    return Noise(s2, var, df, flag & (var > s0[None, :]), d0, raw)
 
 
 def _spread(d: Design, Y: np.ndarray, noise: str, rows: np.ndarray | None = None) -> tuple:
@@ -304,12 +307,20 @@ class Comparison:
     marginal: np.ndarray  # points × B: [i] the one-sided level of each comparison that may exclude point i
     sigma: np.ndarray  # B: pooled residual s.d. (after shared seed effects when paired)
     point_sd: np.ndarray  # points × B: the s.d. each point's comparisons use
+    point_df: np.ndarray  # points × B: the d.f. behind it
+    own_sd: np.ndarray  # points × B: each point's own residual s.d. (NaN: one run)
     own: np.ndarray  # points × B: the point keeps its own, larger noise
     prior_df: np.ndarray  # B: moderated noise's prior d.f. (∞: one pooled variance; NaN: not moderated)
     level: float  # the set's level: the true best is excluded with probability ≤ level
     multiplicity: str  # MULTIPLICITY
     among: np.ndarray  # points: the points compared (the others are in the design only)
     in_set: np.ndarray  # points × B
+
+    def planning_var(self, s: int) -> np.ndarray:
+        """points × B: the variances to plan power against point s: the moderated ones; s's own where larger."""
+        sd = np.where(self.own, np.fmax(self.point_sd, self.own_sd), self.point_sd)
+        sd[s] = np.fmax(self.point_sd[s], self.own_sd[s])
+        return sd**2
 
     def crit(self) -> np.ndarray:
         """points × points × B: [i, j] the t that μ̂_j − μ̂_i must exceed, in s.e., to exclude point i."""
@@ -335,7 +346,8 @@ def mcb(d: Design, y: np.ndarray, level: float = LEVEL, among: np.ndarray | None
     nan, nan2, nan3 = np.full(B, np.nan), np.full((k, B), np.nan), np.full((k, k, B), np.nan)
     keep_all = np.repeat(among[:, None], B, 1)
     if d.df < 1:  # one seed per point: no noise estimate, nothing can be excluded
-        return Comparison(mean, nan2, nan3, nan3, nan2, nan, nan2, np.zeros((k, B), bool), nan, level, multiplicity,
+        return Comparison(mean, nan2, nan3, nan3, nan2, nan, nan2, nan2, nan2, np.zeros((k, B), bool), nan, level,
+                          multiplicity,
                           among, keep_all)
     n, var, diff_df = _spread(d, Y, noise)
     marginal = _marginal(d, n.var, among, level, multiplicity)
@@ -351,7 +363,8 @@ def mcb(d: Design, y: np.ndarray, level: float = LEVEL, among: np.ndarray | None
     beaten = (over & (lead > 1e-9 * scale) & noisy & among[None, :, None] & among[:, None, None]
               & ~np.eye(k, dtype=bool)[:, :, None])
     se = np.sqrt((d.L**2 @ np.eye(k)[d.point]) @ n.var)
-    return Comparison(mean, se, diff_se, diff_df, marginal, np.sqrt(n.pooled), np.sqrt(n.var), n.own, n.prior_df, level,
+    return Comparison(mean, se, diff_se, diff_df, marginal, np.sqrt(n.pooled), np.sqrt(n.var), n.df, np.sqrt(n.raw),
+                      n.own, n.prior_df, level,
                       multiplicity, among, keep_all & ~beaten.any(1))
 
 
@@ -416,10 +429,13 @@ def mdd(d: Design, var: np.ndarray, s: int, among: np.ndarray, level: float = LE
     """Per point j: the true gap μ_s − μ_j at which the set's own test excludes j with probability `power`.
 
     The test is the one mcb runs (its noise model and critical values), so the answer comes from
-    simulating it: `studies` draws of noise with the points' variances `var` on design `d` give the
-    s.e., d.f. and critical value the test would use; the means are independent of the residuals
-    (normal theory), so the power at gap δ is the average over draws of Φ((δ − t_crit·s.e.)/s.d.(μ̂_s − μ̂_j)),
-    solved for δ by bisection. NaN for s and points not compared.
+    simulating it: `studies` draws of noise on design `d` give the s.e., d.f. and critical value the
+    test would use; the means are independent of the residuals (normal theory), so the power at gap δ
+    is the average over draws of Φ((δ − t_crit·s.e.)/s.d.(μ̂_s − μ̂_j)), solved for δ by bisection.
+    A study reports the MDD under planning variances (Comparison.planning_var): each point's
+    moderated variance, its own at a point the prior finds noisier, and the selected point's own
+    where larger (shrinkage understates a noisier point, and every comparison shares s's noise).
+    NaN for s and points not compared.
     """
     var = np.asarray(var, float)
     among = np.asarray(among, bool)
@@ -427,20 +443,22 @@ def mdd(d: Design, var: np.ndarray, s: int, among: np.ndarray, level: float = LE
     js = np.flatnonzero(among & (np.arange(len(var)) != s))
     if d.df < 1 or not len(js):
         return out
-    draws = np.sqrt(var)[d.point][:, None] * np.random.default_rng(seed).standard_normal((len(d.point), studies))
-    n, diff_var, df = _spread(d, draws, noise, rows=js)
+    rng = np.random.default_rng(seed)
+    true = np.repeat(var[:, None], studies, 1)
+    draws = np.sqrt(true)[d.point] * rng.standard_normal((len(d.point), studies))
+    n, diff_var, df_ = _spread(d, draws, noise, rows=js)
     marginal = _marginal(d, n.var, among, level, multiplicity, rows=js)
     at = np.arange(len(js))
     with np.errstate(invalid="ignore"):  # the lead each draw's test needs to exclude j, j × studies
-        crit = special.stdtrit(df[at, s], 1 - marginal)
+        crit = special.stdtrit(df_[at, s], 1 - marginal)
         reach = np.nan_to_num(crit * np.sqrt(diff_var[at, s]), nan=np.inf)
-    true_sd = np.sqrt(d.W[s, js] @ var)  # j
+    true_sd = np.sqrt(np.einsum("jp,pb->jb", d.W[s, js], true))  # j × studies
     if not np.all(true_sd > 0):
         return out
-    lo, hi = np.zeros(len(js)), np.quantile(reach, power, axis=1) + 10 * true_sd
+    lo, hi = np.zeros(len(js)), np.quantile(reach + 3 * true_sd, power, axis=1) + 10 * true_sd.max(1)
     for _ in range(60):  # bisection on the (monotone) power curve
         mid = (lo + hi) / 2
-        below = special.ndtr((mid[:, None] - reach) / true_sd[:, None]).mean(1) < power
+        below = special.ndtr((mid[:, None] - reach) / true_sd).mean(1) < power
         lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
     out[js] = np.where(np.isfinite(hi), (lo + hi) / 2, np.nan)
     return out

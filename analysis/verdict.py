@@ -21,14 +21,15 @@ def power(a: Analysis, chosen: str) -> dict:
     if a.sigma is None or a.exact or not others:
         return {"mdd": None, "mdd_test": None, "seeds_to_resolve": None}
     m = int(c.among.sum())
-    detect = mdd(a.design, c.point_sd[:, 0] ** 2, s, c.among, c.level, noise=a.noise,
+    detect = mdd(a.design, c.planning_var(s)[:, 0], s, c.among, c.level, noise=a.noise,
                  multiplicity=c.multiplicity)[others]
     df, crit = c.diff_df[others, s, 0], c.crit()[others, s, 0]  # excluding j: s ahead of j
     test = {"versus": "the selected point", "comparisons": m - 1, "level": c.level, "multiplicity": c.multiplicity,
             "critical_t": float(np.median(crit)), "df": float(np.median(df)),
             "se": float(np.median(c.diff_se[others, s, 0])), "power": POWER,
             "prior_df": float(c.prior_df[0]) if np.isfinite(c.prior_df[0]) else None,
-            "noise": "the variances the comparisons used (points: sd_used)",
+            "noise": "each point's moderated variance (points: sd_used), its own at a noisier point (own_noise) "
+                     "and at the selected point where larger",
             "per_point": {keys[j]: float(v) for j, v in zip(others, detect)}}
     order = [j for j in np.argsort(-c.mean[:, 0], kind="stable") if c.among[j]]
     top, second = order[0], order[1]
@@ -58,7 +59,8 @@ def note(a: Analysis, m: int, k: int, p: dict, use_surface: bool, flagged: int, 
                  f"test: {t['comparisons']} one-sided comparisons jointly at {t['level']:.2g}, "
                  f"{'joint critical t' if t['multiplicity'] == 'joint' else 'Bonferroni critical t'} "
                  f"{t['critical_t']:.2f} on about {t['df']:.1f} d.f., s.e. of a difference {t['se']:.2f}; "
-                 f"the MDD is simulated from the variances in points: sd_used).")
+                 f"the MDD is simulated from the variances in points: sd_used, own ones at noisier points and at "
+                 f"the selected one where larger).")
         if t["df"] < 3:
             text += (f" The noise estimates rest on few degrees of freedom (about {t['df']:.1f}), so the test is "
                      "very conservative: run more seeds to narrow the set.")

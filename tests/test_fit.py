@@ -216,11 +216,13 @@ def test_every_non_default_option_is_recorded():
 
 
 def test_the_sigma_reported_is_the_sigma_used():
+    """A far noisier point keeps its own noise; the quiet points are moderated toward their own pooled noise."""
     df = planted(seeds=4, noise=0.3)
     noisy = (df.alpha == 1.2) & (df.beta == 1.1)
     df.loc[noisy, "val_top1"] += [3.0, -3.0, 2.0, -2.0]  # one point far noisier than the rest
     r = fit(df)
     point = next(p for p in r["points"] if (p["alpha"], p["beta"]) == (1.2, 1.1))
     assert point["own_noise"] and point["sd_used"] > 3 * r["sigma"]  # its own noise, not the pooled sigma
-    assert all(p["sd_used"] == pytest.approx(r["sigma"]) for p in r["points"] if not p["own_noise"])
-    assert "1 point(s) are noisier than the rest" in r["note"]
+    quiet = [p["sd_used"] for p in r["points"] if not p["own_noise"]]
+    assert all(0.2 < sd < 0.45 for sd in quiet)  # near the quiet points' 0.3, not the pooled sigma the noisy one inflates
+    assert r["sigma"] > 0.6 and "point(s) are noisier than the rest" in r["note"]

@@ -12,6 +12,8 @@ import pandas as pd
 from analysis.cli import AnalysisError, warn
 from scaling.coefficients import DEFAULT_TARGET, PRODUCT_TOLERANCE
 
+LEVEL = 0.05  # 1 − confidence of every set and interval the analysis reports (the set for the best, star, transfer)
+
 
 def load(csv: str | None, folders: list[str], flag: str = "--csv") -> pd.DataFrame:
     """Trials from a CSV file or sweep folders (AnalysisError when neither can be read).

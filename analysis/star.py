@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.cli import AnalysisError, one_line_errors
-from analysis.common import load
+from analysis.common import LEVEL, load  # LEVEL: 1 − confidence of the set for the best split
 from analysis.frame import check
 from analysis.metrics import CHOICE, REPORT
 from scaling.coefficients import DEFAULT_TARGET, DIMENSIONS
@@ -55,7 +55,6 @@ NOMINAL_EXPONENT = {"depth": 1.0, "width": 2.0, "resolution": 2.0}  # FLOPs ∝ 
 NOMINAL = np.array([NOMINAL_EXPONENT[d] for d in DIMENSIONS])
 REQUIRED = ("method", "depth_mult", "width_mult", "resolution_mult", "seed")
 RUN_KEY = ["method", "depth_mult", "width_mult", "resolution_mult", "seed"]  # the design runs each of these once
-LEVEL = 0.05  # 1 − confidence of the set for the best split
 STEP = 1 / 30  # grid spacing of the compute shares u_k (Σ u_k = 1) on which the set is evaluated
 DRAWS = 2000  # Monte Carlo draws for the set's critical value
 

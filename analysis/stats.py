@@ -51,10 +51,10 @@ from scipy import integrate, optimize, special, stats
 
 from analysis import frame
 from analysis.cli import AnalysisError
+from analysis.common import LEVEL
 from analysis.metrics import CHOICE, REPORT
 
 KEY = ["alpha", "beta", "gamma"]
-LEVEL = 0.05  # 1 − confidence of the set for the best
 POWER = 0.80  # for mdd and seeds_to_resolve
 SEEDS_CAP = 100  # seeds_to_resolve above this is reported as ">100"
 

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.cli import AnalysisError, one_line_errors, warn
-from analysis.common import load
+from analysis.common import LEVEL, load  # every interval is 1 − LEVEL, two-sided
 from analysis.frame import check
 from analysis.metrics import CHOICE, METHODS, METRICS, REPORT
 from scaling.coefficients import COST_TOLERANCE, DIMENSIONS, PAPER_B0  # no torch; COST_TOLERANCE: equal cost
@@ -55,7 +55,6 @@ STRATEGIES = {  # table and legend order: label, colour
     **{d: (f"{METHODS[d][0]}, cost-matched", METHODS[d][1]) for d in DIMENSIONS},
 }
 REQUIRED = ("strategy", "phi", "seed", REPORT, "flops")
-LEVEL = 0.05  # every interval is 1 − LEVEL, two-sided
 FLOPS, TOP1 = METRICS["flops"], METRICS[REPORT]
 
 

@@ -15,7 +15,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.fit import grid_argmax  # noqa: E402
+from analysis.choice import grid_argmax  # noqa: E402
 from analysis.metrics import CHOICE, METHODS, METRICS  # noqa: E402
 from scaling.coefficients import DEFAULT_TARGET, DIMENSIONS  # noqa: E402
 from scaling.record import write_text_atomic  # noqa: E402 - no torch
@@ -203,7 +203,7 @@ def grid_heatmap(df: pd.DataFrame, out_dir: Path, fit: dict | None = None, targe
     "race" entry, or RaceState.to_dict()) adds the round that dropped each cell and a cost panel.
     """
     if fit is None or "points" not in fit:
-        from analysis.fit import fit as fit_grid
+        from analysis.choice import fit as fit_grid
 
         df = ok(df)
         fit = fit_grid(df[(df["method"] == "compound") & np.isclose(df["phi"].astype(float), 1.0)])

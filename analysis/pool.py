@@ -26,8 +26,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.choice import fit
 from analysis.cli import warn
 from analysis.common import json_safe
+from analysis.race import decision, race_file
 from analysis.stats import KEY, FitError
 
 GRID_DIGITS = 6  # coefficients compared to 6 decimals (stats.with_keys rounds the same way)
@@ -90,7 +92,6 @@ def planned_grid(folder: str) -> frozenset | None:
 def read_run(folder: str, recipe: str | None = None) -> Run:
     """One folder's φ = 1 grid run (`recipe`: only that recipe's trials)."""
     from analysis.collect import collect  # deferred: it reads plans through scaling.plan (omegaconf)
-    from analysis.fit import race_file  # deferred: analysis.fit imports this module
 
     trials = phi1_compound(collect([folder], report=lambda message: None))  # the caller's collect reported
     if recipe is not None and "recipe" in trials:
@@ -149,8 +150,6 @@ def pooled_trials(runs: list[Run]) -> pd.DataFrame:
 
 def _own(run: Run, rule: str) -> dict:
     """A run's own answer, in brief: the race's decision for a raced run, else its fit."""
-    from analysis.fit import fit
-    from analysis.race import decision
 
     try:
         result = decision(run.trials, run.race, rule=rule) if run.race else fit(run.trials, rule=rule)
@@ -168,7 +167,6 @@ def _seed_range(seeds: list[int]) -> str:
 
 def pooled_fit(runs: list[Run], *, rule: str = "highest_mean", **options) -> dict:
     """The fit's JSON on the runs pooled (check() first), with `pooled`: each run's seeds, trials and own answer."""
-    from analysis.fit import fit  # deferred: analysis.fit imports this module
 
     check(runs)
     trials = pooled_trials(runs)

@@ -36,13 +36,14 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from analysis.choice import RULES, constrained_trials, fit_result
 from analysis.cli import one_line_errors
 from analysis.common import json_safe, load, settings
-from analysis.fit import RULES, constrained_trials, fit_result
 from analysis.metrics import CHOICE, METRICS
 from analysis.stats import LEVEL, NOISE, FitError, analyze, design, grid_point_key, mcb, with_keys, within
 
@@ -73,6 +74,7 @@ class RaceState:
         return json_safe(asdict(self))
 
 
+RACE_FILE = "race.json"  # a raced folder's state: RaceState, the settings and the full grid's trials
 FIRST_TEST_SEEDS = 3  # a round tests only once the survivors have this many seeds (2 d.f. each of their own)
 CALIBRATION = 0.5  # each testing round runs at CALIBRATION·level/R (docs/results/noise-scenarios.md)
 
@@ -108,6 +110,18 @@ def round_level(r: int, level: float, initial: int, per_round: int, cap: int) ->
         return 0.0
     testing = sum(tests(q, initial, per_round, cap) for q in range(1, rounds_at_most(initial, per_round, cap) + 1))
     return CALIBRATION * level / testing
+
+
+def race_file(folders: list[str]) -> dict | None:
+    """The race's state (RACE_FILE, written by hydra/sweeper=race) in one of the folders, if any."""
+    for folder in folders:
+        path = Path(folder) / RACE_FILE
+        if path.is_file():
+            try:
+                return json.loads(path.read_text())
+            except json.JSONDecodeError:
+                raise FitError(f"{path}: not valid JSON (a race.json written by hydra/sweeper=race)") from None
+    return None
 
 
 def race_seeds(max_seeds: int, seeds: Sequence[int] | None = None, first_seed: int = 0) -> list[int]:

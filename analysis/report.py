@@ -21,9 +21,10 @@ import numpy as np
 import pandas as pd
 
 from analysis import collect, plots, pool
+from analysis.choice import FitError, fit
 from analysis.cli import one_line_errors, warn
-from analysis.fit import FitError, fit, race_file
 from analysis.race import decision as race_decision
+from analysis.race import race_file
 from scaling import plan  # no torch (it builds models in deferred imports)
 from scaling.coefficients import DIMENSIONS
 from scaling.record import RECORD_NAME, write_text_atomic  # no torch

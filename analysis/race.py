@@ -37,6 +37,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -46,6 +47,7 @@ from analysis.cli import one_line_errors
 from analysis.common import json_safe, load, settings
 from analysis.metrics import CHOICE, METRICS
 from analysis.stats import LEVEL, NOISE, FitError, analyze, design, grid_point_key, mcb, with_keys, within
+from scaling import record  # no torch: the records and the atomic write
 
 REASONS = ("one point left", "survivors within practical difference", "seed cap reached", "budget spent")
 SETTINGS = ("max_seeds", "initial_seeds", "seeds_per_round", "budget_trials", "budget_seconds",
@@ -77,6 +79,68 @@ class RaceState:
 RACE_FILE = "race.json"  # a raced folder's state: RaceState, the settings and the full grid's trials
 FIRST_TEST_SEEDS = 3  # a round tests only once the survivors have this many seeds (2 d.f. each of their own)
 CALIBRATION = 0.5  # each testing round runs at CALIBRATION·level/R (docs/results/noise-scenarios.md)
+
+
+DEFAULT_MAX_SEEDS = 6  # the race's seed cap when neither max_seeds nor a seed= list sets it
+
+
+@dataclass(frozen=True)
+class RaceSeeds:
+    """The seeds a race draws, in order (its seed cap is their number), and where they came from."""
+
+    seeds: list[int]
+    source: str  # for the plan header: the seed= list, or first_seed
+
+
+def plan_seeds(r: Any, explicit: list[int] | None) -> RaceSeeds:
+    """The race's seeds from its settings (RaceConf) and a command-line seed list; bad settings: one FitError line."""
+    key = "hydra.sweeper.race."
+    if r.max_seeds is not None and r.max_seeds < 1:
+        raise FitError(f"{key}max_seeds={r.max_seeds} is not allowed; allowed: an integer >= 1, or null "
+                           f"(the length of seed=a,b,c, else {DEFAULT_MAX_SEEDS})")
+    if explicit is not None:
+        listed = f"seed={','.join(map(str, explicit))}"
+        if len(set(explicit)) != len(explicit):
+            raise FitError(f"{listed} repeats a seed; allowed: distinct seeds")
+        if r.first_seed != 0:
+            raise FitError(f"{key}first_seed={r.first_seed} and {listed} both choose the race's seeds; "
+                               "allowed: one of them")
+        if r.max_seeds is not None and r.max_seeds > len(explicit):
+            raise FitError(f"{key}max_seeds={r.max_seeds} exceeds the {len(explicit)} seeds of {listed}; "
+                               f"allowed: 1 .. {len(explicit)}, or null (all of them)")
+        cap = r.max_seeds or len(explicit)
+        cap_name = f"{key}max_seeds={cap}" if r.max_seeds is not None else f"the {cap} seed(s) of {listed}"
+        seeds = RaceSeeds(explicit[:cap], f"{listed} on the command line")
+    else:
+        if r.first_seed < 0:
+            raise FitError(f"{key}first_seed={r.first_seed} is negative; allowed: an integer >= 0")
+        cap = r.max_seeds or DEFAULT_MAX_SEEDS
+        cap_name = f"{key}max_seeds={cap}"
+        seeds = RaceSeeds(list(range(r.first_seed, r.first_seed + cap)), f"{key}first_seed={r.first_seed}")
+    check_settings(r, cap_name, cap)
+    return seeds
+
+
+def check_settings(r: Any, cap_name: str, cap: int) -> None:
+    """The round and stopping settings (analysis/race.py `decide`), against the seed cap; one FitError line."""
+    key = "hydra.sweeper.race."
+    if r.initial_seeds < 1:
+        raise FitError(f"{key}initial_seeds={r.initial_seeds} is not allowed; allowed: 1 .. {cap} "
+                           "(seeds every point runs in round 1)")
+    if r.initial_seeds > cap:
+        raise FitError(f"{key}initial_seeds={r.initial_seeds} exceeds {cap_name}; allowed: "
+                           f"1 <= initial_seeds <= max_seeds")
+    if r.seeds_per_round < 1:
+        raise FitError(f"{key}seeds_per_round={r.seeds_per_round} is not allowed; allowed: an integer >= 1")
+    if r.budget_trials is not None and r.budget_trials < r.initial_seeds:
+        raise FitError(f"{key}budget_trials={r.budget_trials} is below round 1's {r.initial_seeds} seeds "
+                           "per point; allowed: null or >= points x initial_seeds")
+    if r.budget_seconds is not None and r.budget_seconds <= 0:
+        raise FitError(f"{key}budget_seconds={r.budget_seconds} is not allowed; allowed: null or > 0 "
+                           "(training seconds)")
+    if r.practical_difference < 0:
+        raise FitError(f"{key}practical_difference={r.practical_difference} is negative; allowed: >= 0 "
+                           "(top-1 points)")
 
 
 def seeds_through(r: int, initial: int, per_round: int, cap: int) -> int:
@@ -260,6 +324,25 @@ def decide(df: pd.DataFrame | None, points: list[str], *, max_seeds: int, initia
                  budget_trials=budget_trials, budget_seconds=budget_seconds,
                  practical_difference=practical_difference, level=level, seeds=seeds, first_seed=first_seed,
                  noise=noise)[0]
+
+
+def advance(folder: Path, runs: dict[tuple[str, int], str], points: list[str], settings: dict) -> RaceState:
+    """The sweeper's one call per round: decide from the folder's records, write RACE_FILE, return the state.
+
+    runs: (point key, seed) -> the trial's folder name under `folder`; settings: the race's settings as
+    recorded in RACE_FILE (RaceConf's fields, with max_seeds and seeds resolved by plan_seeds).
+    """
+    rows = []
+    for (point, seed), dirname in runs.items():
+        rec = record.read(folder / dirname / record.RECORD_NAME)
+        if rec and rec.get("status") == "ok":
+            rows.append({**rec, "arch": point, "seed": seed})
+    kw = {k: settings[k] for k in ("max_seeds", "seeds", "initial_seeds", "seeds_per_round", "budget_trials",
+                                   "budget_seconds", "practical_difference") if k in settings}
+    state = decide(pd.DataFrame(rows), points, **kw)
+    saved = {**state.to_dict(), "full_grid_trials": len(points) * len(settings["seeds"]), "settings": settings}
+    record.write_atomic(folder / RACE_FILE, saved)
+    return state
 
 
 def simulate(y: np.ndarray, *, max_seeds: int | None = None, initial_seeds: int = 2, seeds_per_round: int = 1,

@@ -30,7 +30,6 @@ import json
 import logging
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,73 +40,12 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from analysis.cli import AnalysisError  # light: the race's settings errors
 from hydra_plugins.compound_scaling.config import RaceConf
 from scaling import record
 from scaling.coefficients import ScalingError
 
 log = logging.getLogger(__name__)
-
-
-DEFAULT_MAX_SEEDS = 6  # the race's seed cap when neither max_seeds nor a seed= list sets it
-
-
-@dataclass
-class RaceSeeds:
-    """The seeds a race draws, in order (its seed cap is their number), and where they came from."""
-
-    seeds: list[int]
-    source: str  # for the plan header: the seed= list, or first_seed
-
-
-def race_seeds(r: Any, explicit: list[int] | None) -> RaceSeeds:
-    """The race's seeds from its settings and a command-line seed list; bad settings raise one ScalingError line."""
-    key = "hydra.sweeper.race."
-    if r.max_seeds is not None and r.max_seeds < 1:
-        raise ScalingError(f"{key}max_seeds={r.max_seeds} is not allowed; allowed: an integer >= 1, or null "
-                           f"(the length of seed=a,b,c, else {DEFAULT_MAX_SEEDS})")
-    if explicit is not None:
-        listed = f"seed={','.join(map(str, explicit))}"
-        if len(set(explicit)) != len(explicit):
-            raise ScalingError(f"{listed} repeats a seed; allowed: distinct seeds")
-        if r.first_seed != 0:
-            raise ScalingError(f"{key}first_seed={r.first_seed} and {listed} both choose the race's seeds; "
-                               "allowed: one of them")
-        if r.max_seeds is not None and r.max_seeds > len(explicit):
-            raise ScalingError(f"{key}max_seeds={r.max_seeds} exceeds the {len(explicit)} seeds of {listed}; "
-                               f"allowed: 1 .. {len(explicit)}, or null (all of them)")
-        cap = r.max_seeds or len(explicit)
-        cap_name = f"{key}max_seeds={cap}" if r.max_seeds is not None else f"the {cap} seed(s) of {listed}"
-        seeds = RaceSeeds(explicit[:cap], f"{listed} on the command line")
-    else:
-        if r.first_seed < 0:
-            raise ScalingError(f"{key}first_seed={r.first_seed} is negative; allowed: an integer >= 0")
-        cap = r.max_seeds or DEFAULT_MAX_SEEDS
-        cap_name = f"{key}max_seeds={cap}"
-        seeds = RaceSeeds(list(range(r.first_seed, r.first_seed + cap)), f"{key}first_seed={r.first_seed}")
-    check_race(r, cap_name, cap)
-    return seeds
-
-
-def check_race(r: Any, cap_name: str, cap: int) -> None:
-    """The round and stopping settings (analysis/race.py `decide`), against the seed cap; one ScalingError line."""
-    key = "hydra.sweeper.race."
-    if r.initial_seeds < 1:
-        raise ScalingError(f"{key}initial_seeds={r.initial_seeds} is not allowed; allowed: 1 .. {cap} "
-                           "(seeds every point runs in round 1)")
-    if r.initial_seeds > cap:
-        raise ScalingError(f"{key}initial_seeds={r.initial_seeds} exceeds {cap_name}; allowed: "
-                           f"1 <= initial_seeds <= max_seeds")
-    if r.seeds_per_round < 1:
-        raise ScalingError(f"{key}seeds_per_round={r.seeds_per_round} is not allowed; allowed: an integer >= 1")
-    if r.budget_trials is not None and r.budget_trials < r.initial_seeds:
-        raise ScalingError(f"{key}budget_trials={r.budget_trials} is below round 1's {r.initial_seeds} seeds "
-                           "per point; allowed: null or >= points x initial_seeds")
-    if r.budget_seconds is not None and r.budget_seconds <= 0:
-        raise ScalingError(f"{key}budget_seconds={r.budget_seconds} is not allowed; allowed: null or > 0 "
-                           "(training seconds)")
-    if r.practical_difference < 0:
-        raise ScalingError(f"{key}practical_difference={r.practical_difference} is negative; allowed: >= 0 "
-                           "(top-1 points)")
 
 
 class GridSweeper(Sweeper):
@@ -232,7 +170,7 @@ class GridSweeper(Sweeper):
         """Run the study; bad settings or an unrunnable plan are one `error:` line, exit 2."""
         try:
             return self._run(self._grid(arguments), arguments)
-        except ScalingError as err:
+        except (ScalingError, AnalysisError) as err:  # AnalysisError: the race's settings (analysis.race)
             print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(2)
 
@@ -285,7 +223,9 @@ class RaceSweeper(GridSweeper):
         self.race = race if race is not None else RaceConf()
 
     def _run(self, grid: list[list[str]], arguments: list[str]) -> list[JobReturn]:
-        seeds = race_seeds(self.race, self._seed_list(arguments))  # before planning: bad settings fail fast
+        from analysis import race as racing  # deferred: pandas and scipy
+
+        seeds = racing.plan_seeds(self.race, self._seed_list(arguments))  # before planning: bad settings fail fast
         return self._race(grid, seeds, *self._alongside_grid(arguments))
 
     def _alongside_grid(self, arguments: list[str]) -> tuple[list[list[str]], Path | None]:
@@ -339,12 +279,10 @@ class RaceSweeper(GridSweeper):
             raise ScalingError(f"seed={','.join(values)}: not an integer list; allowed: seed=a,b,c "
                                "(integers, the race's seeds in order)") from None
 
-    def _race(self, grid: list[list[str]], seeds: RaceSeeds, extra: list[list[str]],
+    def _race(self, grid: list[list[str]], seeds: Any, extra: list[list[str]],
               extra_dir: Path | None) -> list[JobReturn]:
         """Rounds of shared seeds over the grid's points; the records on disk are the state."""
-        import pandas as pd
-
-        from analysis import race as racing
+        from analysis import race as racing  # deferred: pandas and scipy
 
         r = self.race
         unseeded = dict.fromkeys(tuple(o for o in g if not o.startswith("seed=")) for g in grid)  # the race seeds
@@ -370,21 +308,12 @@ class RaceSweeper(GridSweeper):
         slots = int(OmegaConf.select(self.config, "hydra.launcher.max_parallel", default=None)
                     or OmegaConf.select(self.config, "hydra.launcher.array_parallelism", default=None) or 1)
         by_key = {(p.ids["arch"], p.point["seed"]): p for p in full if p.status == "run"}
+        runs = {key: p.dirname for key, p in by_key.items()}
         settings = {**(OmegaConf.to_container(r) if OmegaConf.is_config(r) else vars(r)),
                     "max_seeds": len(seeds.seeds), "seeds": seeds.seeds}
         returns: list[JobReturn] = []
         while True:
-            rows = []
-            for (arch, seed), p in by_key.items():
-                rec = record.read(self.sweep_dir / p.dirname / record.RECORD_NAME)
-                if rec and rec.get("status") == "ok":
-                    rows.append({**rec, "arch": arch, "seed": seed})
-            state = racing.decide(pd.DataFrame(rows), list(unique), max_seeds=len(seeds.seeds), seeds=seeds.seeds,
-                                  initial_seeds=r.initial_seeds, seeds_per_round=r.seeds_per_round,
-                                  budget_trials=r.budget_trials, budget_seconds=r.budget_seconds,
-                                  practical_difference=r.practical_difference)
-            saved = {**state.to_dict(), "full_grid_trials": len(unique) * len(seeds.seeds), "settings": settings}
-            record.write_atomic(self.sweep_dir / "race.json", saved)
+            state = racing.advance(self.sweep_dir, runs, list(unique), settings)
             if state.done:
                 print(f"race: done after round {state.round}: {state.reason}; {len(state.alive)} point(s) left",
                       flush=True)

@@ -28,7 +28,7 @@ shared seed effects cancel) and one residual s.d. per trial group (baseline, dep
 resolution), each at least the pooled one. Under normal noise of one variance the best split is left
 out with probability ≤ 5% whatever the curves are; the α, β and γ intervals are the set's range,
 widened to the point estimate if needed. In the transfer design (1 seed at φ = 1, 3 at φ = 2,
-σ = 0.8) the former seed-label bootstrap held α, β, γ in 84 / 75 / 51% of the review's simulated
+σ = 0.8) the former seed-label bootstrap held α, β, γ in 84 / 75 / 51% of simulated
 studies (71 / 80 / 60% on the test's curves); this set holds each in about 99% (95% or more when one
 dimension's trials are 4x noisier), and shows how little such a design pins down: on curves whose
 gain is flat near the optimum, α's interval spans most of [1, 2] (tests/test_star.py).

@@ -57,10 +57,6 @@ GPU_PAGE = "docs/slurm.md"
 # reported as an expected failure, and a file that is clean again is checked like any other.
 PENDING = {
     "README.md": "the demo's wall times name their commits; to move to docs/results/demo.md",
-    "docs/plan-and-identity.md": "names commit f5204cb; says what has run on a GPU",
-    "docs/transfer.md": "names commit 5b66d8d",
-    "analysis/star.py": "its docstring cites the review's simulation",
-    "tests/test_race.py": "a section comment names issue 14",
 }
 README_LINES = 140  # "about 120 lines": a front door, not a manual
 

@@ -133,7 +133,7 @@ def test_the_true_best_survives(mu):
     assert survived >= 0.95, f"the true best survived {survived:.1%} of the races"
 
 
-# ---- seeds, the batch race, one decision (issue 14) ---- #
+# ---- seeds, the batch race, one decision ---- #
 
 def test_a_race_runs_on_any_seeds():
     seeds = [17, 3, 42, 8, 11, 5, 23, 30]  # a second study on seeds disjoint from the first

@@ -511,15 +511,29 @@ class Analysis:
     comparison: Comparison
 
 
+def test_se(seed_se, mean, images):
+    """The s.e. of a test top-1 mean (%) as a measure of the network: the seeds' part, and the test set's own.
+
+    Every seed is scored on the same test images, so their sampling error, √(p(1 − p)/n), does not
+    average out over seeds: it adds to the seeds' s.d./√seeds. Without a recorded image count
+    (`score_images`) only the seeds' part is known, and that is what is returned.
+    """
+    p = np.clip(np.asarray(mean, float) / 100, 0, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sampling = np.where(np.asarray(images, float) > 0, 100 * np.sqrt(p * (1 - p) / np.asarray(images, float)), 0.0)
+    return np.sqrt(np.asarray(seed_se, float) ** 2 + np.nan_to_num(sampling) ** 2)
+
+
 def summaries(trials: pd.DataFrame, value: str = CHOICE, report: str = REPORT) -> pd.DataFrame:
     """One row per point: first alias's α, β, γ, aliases, seeds, raw means of both splits, FLOPs, cost, time."""
     g = trials.groupby("point", sort=True)
     out = g.agg(alpha=("alpha", "first"), beta=("beta", "first"), gamma=("gamma", "first"),
                 aliases=("aliases", "first"), seeds=(value, "size"), raw_mean=(value, "mean"))
     num = {c: pd.to_numeric(trials[c], errors="coerce") if c in trials else pd.Series(np.nan, trials.index)
-           for c in ("flops", "measured_flops_factor", "train_seconds", report)}
+           for c in ("flops", "measured_flops_factor", "train_seconds", report, "score_images")}
     out["test_mean"] = num[report].groupby(trials["point"]).mean()  # reported, never chooses
-    out["test_se"] = num[report].groupby(trials["point"]).sem()  # s.d. over seeds / √seeds
+    out["test_se"] = test_se(num[report].groupby(trials["point"]).sem(), out["test_mean"],
+                             num["score_images"].groupby(trials["point"]).min())
     out["flops"] = num["flops"].groupby(trials["point"]).mean()  # multiply-adds
     out["measured_flops_factor"] = num["measured_flops_factor"].groupby(trials["point"]).mean()
     out["train_seconds"] = num["train_seconds"].groupby(trials["point"]).sum(min_count=1)  # seconds

@@ -165,3 +165,14 @@ def test_power_numbers():
 def test_on_constraint_boundary():
     assert on_constraint(1.0, 1.0, math.sqrt(2.1)) and not on_constraint(1.0, 1.0, math.sqrt(2.11))
     assert on_constraint(np.array([1.2, 1.0]), np.array([1.1, 1.0]), np.array([1.15, 1.0])).tolist() == [True, False]
+
+
+def test_a_test_se_includes_the_test_sets_own_sampling_error():
+    """Every seed is scored on the same test images: their binomial error adds to the seeds' s.e."""
+    df = frame(PLANTED, 1.0, [3] * 8, rng=8)
+    seeds_only = fit(df)["selected"]
+    with_images = fit(df.assign(score_images=10_000))["selected"]
+    p = with_images["test_top1"] / 100
+    sampling = 100 * math.sqrt(p * (1 - p) / 1e4)
+    assert with_images["test_se"] == pytest.approx(math.hypot(seeds_only["test_se"], sampling))
+    assert with_images["test_se"] > seeds_only["test_se"] + 0.1

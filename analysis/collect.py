@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.cli import warn
-from scaling import plan  # imports omegaconf, not torch (it builds models in deferred imports)
+from scaling import planfile as plan  # the plan file alone: no omegaconf, no torch
 from scaling.record import RECORD_NAME, atomic_file, write_text_atomic  # scaling.record imports no torch
 
 LIST_FIELDS = ("stage_depths", "stage_widths", "history")
@@ -99,7 +99,7 @@ def _planned_rows(plan_file: Path, report) -> tuple[list[dict], set[Path]]:
 
 def collect(paths: Iterable[str | Path], report=print) -> pd.DataFrame:
     """DataFrame of the trials under `paths`: per sweep folder, the points of its current plan
-    (scaling.plan.PLAN_NAME); elsewhere every readable record. Skipped files are reported."""
+    (scaling.planfile.PLAN_NAME); elsewhere every readable record. Skipped files are reported."""
     rows, skipped, seen, planned_dirs = [], [], set(), []
     for p in map(Path, paths):
         plans = [p / plan.PLAN_NAME] if (p / plan.PLAN_NAME).is_file() else \

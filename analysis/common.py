@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.cli import AnalysisError, warn
+from analysis.collect import collect
 from scaling.coefficients import DEFAULT_TARGET, PRODUCT_TOLERANCE
 
 LEVEL = 0.05  # 1 − confidence of every set and interval the analysis reports (the set for the best, star, transfer)
@@ -28,7 +29,6 @@ def load(csv: str | None, folders: list[str], flag: str = "--csv") -> pd.DataFra
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
             raise AnalysisError(f"{where}: not a readable CSV table ({type(err).__name__})") from None
     if folders:
-        from analysis.collect import collect  # deferred: collect reads plans through scaling.plan (omegaconf)
 
         return collect(folders, report=warn)
     raise AnalysisError("give sweep folders or --csv FILE")

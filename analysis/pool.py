@@ -28,9 +28,11 @@ import pandas as pd
 
 from analysis.choice import fit
 from analysis.cli import warn
+from analysis.collect import collect
 from analysis.common import json_safe
 from analysis.race import decision, race_file
 from analysis.stats import KEY, FitError
+from scaling import planfile as plan  # the plan file alone: no omegaconf, no torch
 
 GRID_DIGITS = 6  # coefficients compared to 6 decimals (stats.with_keys rounds the same way)
 
@@ -79,7 +81,6 @@ def phi1_compound(df: pd.DataFrame) -> pd.DataFrame:
 
 def planned_grid(folder: str) -> frozenset | None:
     """The φ = 1 compound points a sweep folder's plan runs (None without a plan)."""
-    from scaling import plan  # deferred: omegaconf
 
     lines = plan.read(Path(folder) / plan.PLAN_NAME)
     if not lines:
@@ -91,7 +92,6 @@ def planned_grid(folder: str) -> frozenset | None:
 
 def read_run(folder: str, recipe: str | None = None) -> Run:
     """One folder's φ = 1 grid run (`recipe`: only that recipe's trials)."""
-    from analysis.collect import collect  # deferred: it reads plans through scaling.plan (omegaconf)
 
     trials = phi1_compound(collect([folder], report=lambda message: None))  # the caller's collect reported
     if recipe is not None and "recipe" in trials:

@@ -25,7 +25,7 @@ from analysis.choice import FitError, fit
 from analysis.cli import one_line_errors, warn
 from analysis.race import decision as race_decision
 from analysis.race import race_file
-from scaling import plan  # no torch (it builds models in deferred imports)
+from scaling import planfile as plan  # the plan file alone: no omegaconf, no torch
 from scaling.coefficients import DIMENSIONS
 from scaling.record import RECORD_NAME, write_text_atomic  # no torch
 

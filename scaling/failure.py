@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scaling import plan, record
+from scaling import planfile as plan
+from scaling import record
 
 
 def record_death(trial_dir: Path, error: str, slurm_job_id: str | None = None) -> dict:

@@ -27,12 +27,13 @@ def imported(path: str) -> set[str]:
     return names
 
 
-def test_analysis_imports_neither_torch_nor_the_plugins():
+def test_analysis_imports_neither_torch_nor_hydra_nor_the_plugins():
     code = ("import importlib, json, sys\n"
             "seen = {}\n"
             f"for m in {ANALYSIS!r}:\n"
             "    importlib.import_module(m)\n"
-            "    seen[m] = sorted(k for k in sys.modules if k.split('.')[0] in ('torch', 'hydra_plugins'))\n"
+            "    seen[m] = sorted(k for k in sys.modules\n"
+            "                     if k.split('.')[0] in ('torch', 'hydra_plugins', 'hydra', 'omegaconf'))\n"
             "print(json.dumps(seen))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     seen = json.loads(out.stdout)
@@ -45,3 +46,28 @@ def test_analysis_imports_neither_torch_nor_the_plugins():
 def test_scaling_imports_nothing_above_it(path):
     up = imported(path) & set(ABOVE_SCALING)
     assert not up, f"{path} imports {', '.join(sorted(up))}: the library must not depend on what is built on it"
+
+
+def test_no_two_analysis_modules_import_each_other():
+    """The import graph of analysis/ (deferred imports too) has no circle: each stage sits on the ones below it."""
+    graph = {}
+    for m in ANALYSIS:
+        tree = ast.parse((ROOT / (m.replace(".", "/") + ".py")).read_text())
+        deps = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "analysis":
+                deps |= {f"analysis.{a.name}" for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("analysis."):
+                deps.add(node.module)
+        graph[m] = deps & set(ANALYSIS)
+
+    def circle(node, path):
+        for dep in sorted(graph[node]):
+            if dep in path:
+                return [*path[path.index(dep):], dep]
+            if found := circle(dep, [*path, dep]):
+                return found
+        return None
+
+    found = next((c for m in ANALYSIS if (c := circle(m, [m]))), None)
+    assert found is None, "import circle: " + " -> ".join(found)

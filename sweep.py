@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from scaling import claim, config, record
+from scaling import claim, config, errors, record
 
 config.register()
 PLAN_ONLY = "--plan-only"
@@ -59,7 +59,7 @@ def run_claimed(cfg: DictConfig, trial_dir: Path, planned, started: float, retry
                 world.agree("wait")  # every 2 s: the others' collective stays within its timeout
                 time.sleep(2.0)
     except distributed.JoinError as err:  # a rank never came: rank 0 records it (no claim was taken)
-        print(f"error: {err}", file=sys.stderr, flush=True)
+        errors.report(err)
         if not world.lead:
             return {"status": "failed", "error": str(err)}
         from scaling import failure
@@ -96,8 +96,7 @@ def main(cfg: DictConfig) -> dict:
 
     planned = plan.Planner().plan(cfg)
     if planned.status == "dropped" and not sweeping:
-        print(f"error: {planned.reason}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        errors.fail(planned.reason)
     if planned.status == "skipped":  # only_seeds leaves this seed out: nothing to train
         print(f"skip: {planned.reason}", flush=True)
         return {"status": "skipped", "reason": planned.reason}
@@ -134,7 +133,7 @@ def mismatch(trial_dir: Path, planned) -> dict:
              f"process(es)), but the sweep planned {trial_dir.name}: the data, its class count, train.device or the "
              "number of processes (hydra.launcher.tasks_per_node x nodes) resolve differently here than where the "
              "sweep was planned; make the same data.root visible to both and set train.device explicitly")
-    print(f"error: {error}", file=sys.stderr, flush=True)
+    errors.report(error)
     if not world.lead:  # rank 0 writes the record
         return {"status": "failed", "error": error}
     return failure.record_death(trial_dir, error)
@@ -151,20 +150,17 @@ def plan_one(overrides: list[str]) -> None:
 
     flags = [a for a in overrides if a.startswith("-")]
     if flags:
-        print(f"error: {flags[0]} with {PLAN_ONLY} of one trial is not supported; allowed: key=value and "
-              "group=option overrides (or add -m to plan a sweep)", file=sys.stderr)
-        sys.exit(2)
+        errors.fail(f"{flags[0]} with {PLAN_ONLY} of one trial is not supported; allowed: key=value and "
+                    "group=option overrides (or add -m to plan a sweep)")
     try:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             cfg = compose(config_name="config", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as err:
-        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
-        sys.exit(2)
+        errors.fail(err)
     planned = plan.Planner().plan(cfg, overrides)
     print(plan.table([planned]), flush=True)
     if planned.status == "dropped":
-        print(f"error: {planned.reason}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        errors.fail(planned.reason)
     if planned.dirname:
         print(f"plan only: nothing trained; the trial would run in "
               f"{Path(cfg.paths.output_dir) / 'runs' / cfg.name / planned.dirname}", flush=True)
@@ -197,8 +193,7 @@ def cli() -> None:
     args, plan_only = command_line(sys.argv[1:])
     error = command_line_error(args)
     if error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        errors.fail(error)
     if plan_only and not {"-m", "--multirun"} & set(args):
         return plan_one(args)
     sys.argv = [sys.argv[0], *args, *(["hydra.sweeper.plan_only=true"] if plan_only else [])]

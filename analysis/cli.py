@@ -15,7 +15,7 @@ import contextlib
 import sys
 from collections.abc import Iterator
 
-BAD_INPUT = 2  # exit status of a command given input it cannot use
+from scaling.errors import BAD_INPUT, fail  # noqa: F401 - BAD_INPUT re-exported: the commands' exit status
 
 
 class AnalysisError(ValueError):
@@ -28,8 +28,7 @@ def one_line_errors() -> Iterator[None]:
     try:
         yield
     except AnalysisError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(BAD_INPUT) from None
+        fail(err)
 
 
 def warn(message: str) -> None:

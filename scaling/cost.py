@@ -45,7 +45,6 @@ import json
 import os
 import platform
 import socket
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,7 +52,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from scaling import record
+from scaling import errors, record
 from scaling.coefficients import Multipliers, ScalingError
 
 ERROR = 0.30  # stated relative error of a trial's estimated training seconds (probe on the trials' own machine)
@@ -420,8 +419,7 @@ def main(argv: list[str] | None = None) -> None:
         with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
             cfg = compose(config_name="config", overrides=args.overrides)
     except (HydraException, OmegaConfBaseException) as err:
-        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
-        raise SystemExit(2) from None
+        errors.fail(err)
     try:
         planned = plan.Planner().plan(cfg, args.overrides)
         if planned.status != "run":
@@ -430,8 +428,7 @@ def main(argv: list[str] | None = None) -> None:
             raise ScalingError(f"--world {args.world}: allowed: a divisor of train.batch_size={cfg.train.batch_size}")
         found = probe(cfg, planned, args.world)
     except ScalingError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        errors.fail(err)
     found.update(world=args.world, overrides=args.overrides)
     record.write_atomic(Path(args.out), found)
     est = seconds(work(cfg, args.world, planned.data_files.get("test") is not None),

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
+from scaling import errors
 from scaling.coefficients import COST_TOLERANCE, ScalingError, compound
 from scaling.matching import match_compound, model_flops_counter, upscaled
 
@@ -38,8 +38,7 @@ def main(argv: list[str] | None = None) -> None:
         target, found = match_compound(counter, args.alpha, args.beta, args.gamma, args.phi, args.tolerance,
                                        args.base_resolution, args.resolution_multiple)
     except ScalingError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        errors.fail(err)
     m = compound(args.alpha, args.beta, args.gamma, args.phi)
     out = {"target": {"depth": m.depth, "width": m.width, "resolution": m.resolution,
                       "px": counter.px(m.resolution), "flops": target},

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from scaling import config, matching, record
+from scaling import config, errors, matching, record
 from scaling.coefficients import COST_TOLERANCE, PAPER_B0, ScalingError, round_resolution
 from scaling.plan import from_fit
 
@@ -120,8 +119,7 @@ def main(argv: list[str] | None = None) -> None:
         files = write(args.fit, args.star, [float(p) for p in args.phi.split(",")], Path(args.out), args.overrides,
                       parse_only_seeds(args.only_seeds))
     except ScalingError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        errors.fail(err)
     print(f"wrote {len(files)} strategy configs to {Path(args.out) / 'transfer'}")
 
 

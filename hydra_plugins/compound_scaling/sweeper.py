@@ -42,7 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from analysis.cli import AnalysisError  # light: the race's settings errors
 from hydra_plugins.compound_scaling.config import RaceConf
-from scaling import record
+from scaling import errors, record
 from scaling.coefficients import ScalingError
 
 log = logging.getLogger(__name__)
@@ -135,8 +135,7 @@ class GridSweeper(Sweeper):
             try:
                 returns += list(self.launcher.launch(batch, initial_job_idx=first_idx + i))
             except OSError as err:  # Hydra's basic launcher writes each job's .hydra/ first (a full disk)
-                print(f"error: {len(batch)} trial(s) not run: {type(err).__name__}: {err}", file=sys.stderr,
-                      flush=True)
+                errors.report(f"{len(batch)} trial(s) not run: {type(err).__name__}: {err}")
         return returns
 
     def sweep(self, arguments: list[str]) -> Any:
@@ -144,9 +143,7 @@ class GridSweeper(Sweeper):
             self.sweep_dir.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
         except OSError as err:  # a full or read-only disk: nothing of the sweep can be written
-            print(f"error: cannot write the sweep folder {self.sweep_dir}: {type(err).__name__}: {err}",
-                  file=sys.stderr, flush=True)
-            sys.exit(2)
+            errors.fail(f"cannot write the sweep folder {self.sweep_dir}: {type(err).__name__}: {err}")
         started = time.time()
         try:
             return self._sweep(arguments)
@@ -171,8 +168,7 @@ class GridSweeper(Sweeper):
         try:
             return self._run(self._grid(arguments), arguments)
         except (ScalingError, AnalysisError) as err:  # AnalysisError: the race's settings (analysis.race)
-            print(f"error: {err}", file=sys.stderr, flush=True)
-            sys.exit(2)
+            errors.fail(err)
 
     def _run(self, grid: list[list[str]], arguments: list[str]) -> list[JobReturn]:
         """Plan the grid, then launch every trial it keeps (nothing with plan_only)."""

@@ -74,7 +74,7 @@ def _train(trial: Path, held: claim.Claim, seconds: float) -> None:
 
 
 def stress_worker(cfg: dict) -> None:
-    """Train every trial not yet done, as sweep.run_claimed does: claim it, or poll while others hold it."""
+    """Train every trial not yet done, as scaling.run.run_or_wait does: claim it, or poll while others hold it."""
     pending = [Path(t) for t in cfg["trials"]]
     while pending:
         for trial in list(pending):

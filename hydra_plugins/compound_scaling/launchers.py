@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import shlex
+import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -254,8 +255,11 @@ class LocalLauncher(_Launcher):
                     break
                 time.sleep(0.5)
             slot = min(set(range(slots.parallel)) - set(busy))
+            visible = _visible(slots.devices(slot))
+            if int(self.params.get("tasks_per_node") or 1) > 1:  # its ranks meet on a port free now, not on
+                visible["setup"] = [*visible["setup"], f"export MASTER_PORT={_free_port()}"]  # a job-id draw
             local.update_parameters(timeout_min=float(self.params.get("timeout_min") or 0) or 2.0,
-                                    **_visible(slots.devices(slot)))  # exact minutes, as warm workers take them
+                                    **visible)  # exact minutes, as warm workers take them
             try:
                 busy[slot] = executor.submit(self, *params)
             except OSError as err:  # its files could not be written (a full disk): that trial fails, not the sweep
@@ -282,6 +286,15 @@ def _ranks_without_result(job) -> str:
         ended.append(f"rank {k} of {job.num_tasks} ended without a result: "
                      + (last[:300] if last else "no error line in its log (killed: a signal, out of memory?)"))
     return "; ".join(ended) or "every rank returned, but rank 0's result could not be read"
+
+
+def _free_port() -> int:
+    """A TCP port free on this machine now, for the rendezvous of one local job's ranks. submitit's own choice
+    (a draw seeded by the job id, 20000-60000) can land on a port another process holds, mostly the kernel's
+    outgoing ports (32768-60999 on Linux): rank 0 then cannot listen and the trial fails at joining."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _visible(devices: list[str]) -> dict[str, Any]:

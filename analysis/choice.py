@@ -71,7 +71,7 @@ RULES = ("highest_mean", "cheapest")
 COST_FLAG = COST_TOLERANCE  # one owner (scaling.coefficients): a measured FLOPs factor further off target^φ
 # than the plan's own equal-cost tolerance (which drops such matched points before launch) is flagged here
 DEFAULTS = {"level": LEVEL, "rule": "highest_mean", "max_cost_gap": None, "robust": False, "noise": "moderated",
-            "recipe": None}  # the analysis options; fit.json records them all and names those changed
+            "multiplicity": "joint", "recipe": None}  # the analysis options; fit.json records them all and names those changed
 SPLITS = {"choice": CHOICE, "choice_label": METRICS[CHOICE].label, "report": REPORT,
           "report_label": METRICS[REPORT].label}
 
@@ -223,7 +223,8 @@ def fit_result(trials: pd.DataFrame, a: Analysis, *, target: float, tolerance: f
     off = trials.attrs.get("off_constraint", []) if off_constraint is None else off_constraint
     note += off_constraint_note(off, target, tolerance)
     opts = {**DEFAULTS, "level": level, "rule": rule, "max_cost_gap": max_cost_gap,
-            "robust": dropped_runs is not None, "noise": a.noise, **(options or {})}
+            "robust": dropped_runs is not None, "noise": a.noise, "multiplicity": a.comparison.multiplicity,
+            **(options or {})}
     return json_safe({
         **{k: best[k] for k in KEY},
         **{f"{k}_ci": [aliases[:, i].min(), aliases[:, i].max()] for i, k in enumerate(KEY)},
@@ -246,11 +247,12 @@ def fit_result(trials: pd.DataFrame, a: Analysis, *, target: float, tolerance: f
 
 def fit(df: pd.DataFrame, target: float | None = None, tolerance: float | None = None, *, level: float = LEVEL,
         rule: str = "highest_mean", max_cost_gap: float | None = None, robust: bool = False,
-        noise: str = "moderated", recipe: str | None = None) -> dict:
+        noise: str = "moderated", multiplicity: str = "joint", recipe: str | None = None) -> dict:
     """Best (α, β, γ) on the constraint with its confidence set for the best, chosen on metrics.CHOICE.
 
     robust: first drop outlier runs (stats.outliers: at most one per point with 3+ seeds).
-    noise: "moderated" (default), "per_point" or "pooled" (stats.mcb). recipe: analyse only this recipe's trials.
+    noise: "moderated" (default), "per_point" or "pooled"; multiplicity: "joint" (default) or "bonferroni"
+    (stats.mcb; the other settings reproduce the earlier, weaker test). recipe: analyse only this recipe's trials.
     """
     if rule not in RULES:
         raise FitError(f"rule={rule}: allowed: {', '.join(RULES)}")
@@ -275,7 +277,7 @@ def fit(df: pd.DataFrame, target: float | None = None, tolerance: float | None =
     dropped = None
     if robust:
         trials, dropped = drop_outliers(trials, level)
-    a = analyze(trials, level, noise=noise)
+    a = analyze(trials, level, noise=noise, multiplicity=multiplicity)
     if robust:
         a = replace(a, method=f"{a.method}; {len(dropped)} outlier run(s) dropped first (externally studentized "
                               f"residual, Bonferroni over the runs at {level:g}, at most one per point with 3+ seeds)")

@@ -30,7 +30,7 @@ from analysis.common import LEVEL, load
 from analysis.metrics import CHOICE, REPORT
 from analysis.pool import pool_folders
 from analysis.race import decision, race_file
-from analysis.stats import NOISE
+from analysis.stats import MULTIPLICITY, NOISE
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--robust", action="store_true", help="drop outlier runs first (points with 3+ seeds)")
     ap.add_argument("--noise", choices=NOISE, default="moderated",
                     help="moderated per-point variances (default), max(own, pooled), or one pooled sigma")
+    ap.add_argument("--multiplicity", choices=MULTIPLICITY, default="joint",
+                    help="the k - 1 comparisons at a joint critical value (default) or Bonferroni's")
     ap.add_argument("--recipe", help="analyse only this recipe's trials (when the records mix recipes)")
     args = ap.parse_args(argv)
     with one_line_errors():
@@ -56,18 +58,19 @@ def main(argv: list[str] | None = None) -> None:
         if not args.csv and len(args.folders) > 1:  # runs of one study, pooled (or refused with one line)
             result = pool_folders(args.folders, recipe=args.recipe, rule=args.rule, target=args.target,
                                   tolerance=args.tolerance, level=args.level, max_cost_gap=args.max_cost_gap,
-                                  robust=args.robust, noise=args.noise)
+                                  robust=args.robust, noise=args.noise, multiplicity=args.multiplicity)
         elif race is not None:
-            options = ("level", "max_cost_gap", "robust", "noise", "target", "tolerance")
+            options = ("level", "max_cost_gap", "robust", "noise", "multiplicity", "target", "tolerance")
             fixed = [f"--{k.replace('_', '-')}" for k in options if getattr(args, k) not in (None, False, LEVEL,
-                                                                                              "moderated")]
+                                                                                              "moderated", "joint")]
             if fixed:
                 raise FitError(f"{', '.join(fixed)}: a raced folder's set is the race's own (race.json fixes its "
                                "level and seeds); to test its records another way, collect them to a CSV and use --csv")
             result = decision(df, race, rule=args.rule)
         else:
             result = fit(df, args.target, args.tolerance, level=args.level, rule=args.rule,
-                         max_cost_gap=args.max_cost_gap, robust=args.robust, noise=args.noise, recipe=args.recipe)
+                         max_cost_gap=args.max_cost_gap, robust=args.robust, noise=args.noise,
+                         multiplicity=args.multiplicity, recipe=args.recipe)
     if result.get("off_constraint"):
         warn("note:" + off_constraint_note(result["off_constraint"], result["target"], result["tolerance"]))
     print(json.dumps(result, indent=2, allow_nan=False))

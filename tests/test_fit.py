@@ -208,10 +208,11 @@ def test_winners_curse_text_matches_the_rule():
 
 
 def test_every_non_default_option_is_recorded():
-    r = fit(planted(seeds=3), level=0.1, rule="cheapest", robust=True, noise="pooled")
+    r = fit(planted(seeds=3), level=0.1, rule="cheapest", robust=True, noise="pooled", multiplicity="bonferroni")
     assert r["options"] == {"level": 0.1, "rule": "cheapest", "max_cost_gap": None, "robust": True,
-                            "noise": "pooled", "recipe": None}
-    assert r["non_default"] == ["level", "rule", "robust", "noise"]
+                            "noise": "pooled", "multiplicity": "bonferroni", "recipe": None}
+    assert r["non_default"] == ["level", "rule", "robust", "noise", "multiplicity"]
+    assert r["mdd_test"]["multiplicity"] == "bonferroni"
     assert fit(planted())["non_default"] == []
 
 
@@ -226,3 +227,21 @@ def test_the_sigma_reported_is_the_sigma_used():
     quiet = [p["sd_used"] for p in r["points"] if not p["own_noise"]]
     assert all(0.2 < sd < 0.45 for sd in quiet)  # near the quiet points' 0.3, not the pooled sigma the noisy one inflates
     assert r["sigma"] > 0.6 and "point(s) are noisier than the rest" in r["note"]
+
+DEMO_RECORDS = ROOT / "docs/results/demo-2026-12-07-records.csv"
+
+
+@pytest.mark.parametrize("seeds, new, old", [
+    ((0, 1, 2), (6, 3.56), (6, 4.81)),
+    ((3, 4, 5), (7, 6.50), (7, 9.01)),
+    ((0, 1, 2, 3, 4, 5), (5, 2.84), (6, 3.63)),
+])
+def test_the_demos_records_give_the_results_pages_numbers(seeds, new, old):
+    """docs/results/demo.md prints, on the demo's shipped records, the set and MDD of the test now (moderated
+    noise, joint critical value) beside the earlier one (own variance where larger, Bonferroni)."""
+    df = pd.read_csv(DEMO_RECORDS)
+    df = df[df.seed.isin(seeds)]
+    now, before = fit(df), fit(df, noise="per_point", multiplicity="bonferroni")
+    assert (len(now["confidence_set"]), round(now["mdd"], 2)) == new
+    assert (len(before["confidence_set"]), round(before["mdd"], 2)) == old
+    assert now["mdd"] <= 0.8 * before["mdd"]

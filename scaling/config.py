@@ -23,10 +23,11 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
+from scaling import datasets
 from scaling.coefficients import COST_TOLERANCE, DEFAULT_TARGET, PRODUCT_TOLERANCE, ScalingError
 
-MODELS = ("efficientnet_b0", "mobilenetv2", "resnet18", "resnet50")
-DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
+MODELS = ("efficientnet_b0", "mobilenetv2", "resnet18", "resnet50")  # scaling/models.py FAMILIES (torch: not here)
+DATASETS = datasets.NAMES  # the registry's (scaling/datasets.py)
 
 
 IDENTITY = "identity"  # field metadata key: False = does not change what a trial computes
@@ -68,7 +69,8 @@ def _onecycle(c: dict) -> bool:
 
 
 def _files(c: dict) -> bool:
-    return c["data"]["name"] == "imagefolder"  # timm's transforms (auto_augment; they always flip)
+    d = datasets.REGISTRY.get(c["data"]["name"])  # files decoded by timm's transforms (auto_augment; they flip)
+    return d is not None and not d.in_memory
 
 
 def _in_memory(c: dict) -> bool:

@@ -52,7 +52,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from scaling import errors, record
+from scaling import datasets, errors, record
 from scaling.coefficients import Multipliers, ScalingError
 
 ERROR = 0.30  # stated relative error of a trial's estimated training seconds (probe on the trials' own machine)
@@ -62,10 +62,6 @@ MIN_STEPS = 3  # timed training steps: at least this many ...
 PROBE_SECONDS = 0.5  # ... and for at least this long; the median step counts (a busy machine stalls some)
 SCORE_SECONDS = 0.2  # timed scoring batches: at least one and this long, after one untimed batch
 SCORE_BATCH = 512  # images per scoring batch, all processes together (scaling/trial.py `evaluate`)
-SIZES = {  # (training pool before the held-out split, test split) of the datasets of fixed size
-    "fashion_mnist": (60_000, 10_000), "cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000),
-    "synthetic": (2_000, 1_000),  # scaling/data.py `synthetic` defaults
-}
 
 
 @dataclass(frozen=True)
@@ -110,21 +106,10 @@ class Estimate:
 # ---- the work ---- #
 
 
-def split_sizes(cfg_data, has_test: bool = True) -> tuple[int, int]:
-    """(training pool before the held-out validation split, test split) of a dataset, in images."""
-    if cfg_data.name in SIZES:
-        pool, test = SIZES[cfg_data.name]
-        return pool, test if has_test else 0
-    from scaling.data import _folder_dirs, folder_images
-
-    train_dir, test_dir = _folder_dirs(cfg_data.root)
-    return folder_images(str(train_dir)), folder_images(str(test_dir)) if test_dir and has_test else 0
-
-
 def work(cfg, world: int = 1, has_test: bool = True) -> Work:
     """The images a trial of `cfg` trains on and scores (scaling/trial.py `train_epochs`)."""
     t, held = cfg.train, cfg.data.val_images
-    pool, test = split_sizes(cfg.data, has_test)
+    pool, test = datasets.split_sizes(cfg.data, has_test)
     test = min(test, getattr(cfg.data, "test_images", None) or test)
     n = max(0, min(t.train_images or pool, pool - held))  # (a pool smaller than the held-out split fails the trial)
     per_epoch = n - n % t.batch_size if n >= t.batch_size else n  # the ragged last batch is dropped
@@ -171,7 +156,7 @@ def probe(cfg, planned, world: int = 1) -> dict[str, Any]:
     import torch
     from torch import nn
 
-    from scaling import data, plan, recipe
+    from scaling import plan, recipe
     from scaling.trial import train_step
 
     t, n = cfg.train, threads(cfg)
@@ -183,7 +168,7 @@ def probe(cfg, planned, world: int = 1) -> dict[str, Any]:
     try:
         torch.set_num_threads(n)
         with torch.random.fork_rng(devices=[]):
-            in_chans, classes = data.shape_of(cfg.data)
+            in_chans, classes = datasets.shape_of(cfg.data)
             built, px = plan.build_scaled(cfg, Multipliers.of(planned.point), in_chans, classes)
             model = built.model.to(device, memory_format=fmt).train()
             opt = recipe.optimizer(model, t)

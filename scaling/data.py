@@ -1,8 +1,10 @@
 """Real datasets for trials: Fashion-MNIST (local IDX files), CIFAR-10/100, ImageFolder, synthetic.
 
-Small datasets live in memory as uint8 tensors and are resized once per trial to its
-resolution. A fixed, seeded validation split (`data.val_images`, `data.split_seed`) is held out
-of the training split, so every trial and seed is scored on the same images.
+What each dataset is (channels, classes, normalisation, sizes) is its entry in scaling/datasets.py;
+here are its loader (LOADERS) and the files its identity hashes (FILES). Small datasets live in memory
+as uint8 tensors and are resized once per trial to its resolution. A fixed, seeded validation split
+(`data.val_images`, `data.split_seed`) is held out of the training split, so every trial and seed is
+scored on the same images.
 """
 
 from __future__ import annotations
@@ -18,16 +20,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from scaling.coefficients import ScalingError
+from scaling import datasets
+from scaling.datasets import DataError, folder_dirs, folder_images, shape_of  # noqa: F401 - data's API
 
 FASHION_MNIST_ENV = "FASHION_MNIST_DIR"
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"  # Debian package dataset-fashion-mnist
 FASHION_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
 FASHION_MNIST_TEST_FILES = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")  # the 10,000-image test set
-
-
-class DataError(ScalingError):
-    """Missing or unusable data; the message says how to get it."""
 
 
 @dataclass
@@ -193,22 +192,11 @@ def _split(images: np.ndarray, labels: np.ndarray, val_images: int, split_seed: 
     return Split(every.images[train], every.labels[train]), Split(every.images[val], every.labels[val])
 
 
-def _folder_dirs(root: str | None) -> tuple[Path, Path | None]:
-    """(training tree, test tree or None) of an ImageFolder root; a missing root is a DataError."""
-    if not root or not Path(root).is_dir():
-        raise DataError(f"data.root={root!r} is not a folder on this machine; allowed: an ImageFolder root with "
-                        "train/ (and optionally val/, used as the test split) holding one subfolder per class, "
-                        "visible where the sweep is planned and where trials run")
-    base = Path(root)
-    train = base / "train" if (base / "train").is_dir() else base
-    return train, (base / "val" if (base / "val").is_dir() else None)
-
-
 def _imagefolder(root: str | None, val_images: int, split_seed: int) -> tuple[Split, Split, Split | None, int]:
     """Training pool and held-out validation split from train/, and val/ (where present) as the test split."""
     from torchvision.datasets import ImageFolder
 
-    train_dir, test_dir = _folder_dirs(root)
+    train_dir, test_dir = folder_dirs(root)
     train = ImageFolder(str(train_dir))
     if val_images >= len(train):
         raise DataError(f"data.val_images={val_images} must be below the {len(train)} training images")
@@ -219,32 +207,36 @@ def _imagefolder(root: str | None, val_images: int, split_seed: int) -> tuple[Sp
             len(train.classes))
 
 
+def _fashion_mnist(cfg_data, data_dir: str) -> tuple:
+    images, labels, source = load_fashion_mnist(cfg_data.root, data_dir, cfg_data.download)
+    return images, labels, source, load_fashion_mnist_test(source)
+
+
+def _cifar(cfg_data, data_dir: str) -> tuple:
+    images, labels, source = load_cifar(cfg_data.name, cfg_data.root, data_dir, cfg_data.download)
+    return images, labels, source, load_cifar_test(cfg_data.name, source)
+
+
+def _synthetic(cfg_data, data_dir: str) -> tuple:
+    images, labels = synthetic(size=cfg_data.native_size, seed=cfg_data.split_seed)
+    return images, labels, "procedural", synthetic(n=1000, size=cfg_data.native_size, seed=cfg_data.split_seed + 1)
+
+
+LOADERS = {  # in-memory datasets: (cfg.data, data_dir) -> (images NHW(C), labels, source, test (images, labels) | None)
+    "fashion_mnist": _fashion_mnist, "cifar10": _cifar, "cifar100": _cifar, "synthetic": _synthetic,
+}
+
+
 def load(cfg_data, data_dir: str) -> Data:
     """Load dataset `cfg_data.name` with its held-out validation split."""
-    name = cfg_data.name
-    gray = ((0.2860,), (0.3530,))  # Fashion-MNIST training-set mean/std
-    rgb = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-    test = None
-    if name == "fashion_mnist":
-        images, labels, source = load_fashion_mnist(cfg_data.root, data_dir, cfg_data.download)
-        classes, stats, test = 10, gray, load_fashion_mnist_test(source)
-    elif name in ("cifar10", "cifar100"):
-        images, labels, source = load_cifar(name, cfg_data.root, data_dir, cfg_data.download)
-        classes, stats = (10 if name == "cifar10" else 100), ((0.491, 0.482, 0.447), (0.247, 0.243, 0.262))
-        test = load_cifar_test(name, source)
-    elif name == "synthetic":
-        images, labels = synthetic(size=cfg_data.native_size, seed=cfg_data.split_seed)
-        classes, stats, source = 10, ((0.5,), (0.4,)), "procedural"
-        test = synthetic(n=1000, size=cfg_data.native_size, seed=cfg_data.split_seed + 1)
-    elif name == "imagefolder":
+    d = datasets.get(cfg_data.name)
+    if not d.in_memory:
         train, val, test_split, classes = _imagefolder(cfg_data.root, cfg_data.val_images, cfg_data.split_seed)
-        return Data(name, train, val, classes, 3, *rgb, source=str(cfg_data.root),
+        return Data(d.name, train, val, classes, d.in_chans, d.mean, d.std, source=str(cfg_data.root),
                     test=_test_subset(test_split, cfg_data))
-    else:
-        raise DataError(f"data.name={name!r} is unknown; allowed: fashion_mnist, cifar10, cifar100, "
-                        "imagefolder, synthetic")
+    images, labels, source, test = LOADERS[d.name](cfg_data, data_dir)
     train, val = _split(images, labels, cfg_data.val_images, cfg_data.split_seed)
-    return Data(name, train, val, classes, train.images.shape[1], *stats, source=source,
+    return Data(d.name, train, val, d.classes, train.images.shape[1], d.mean, d.std, source=source,
                 test=_test_subset(_tensors(*test), cfg_data) if test is not None else None)
 
 
@@ -281,32 +273,6 @@ def prepare(split: Split, resolution: int, mean, std) -> Split:
     m = torch.tensor(mean).view(1, -1, 1, 1)
     s = torch.tensor(std).view(1, -1, 1, 1)
     return Split((x - m) / s, split.labels)
-
-
-def shape_of(cfg_data) -> tuple[int, int]:
-    """(input channels, classes) of a dataset, without loading its images (for the plan stage).
-
-    An ImageFolder's classes are counted on its files, which must be visible where the sweep is
-    planned: a guess would give the trial another identity on the node that trains it."""
-    if cfg_data.name in ("fashion_mnist", "synthetic"):
-        return 1, 10
-    if cfg_data.name in ("cifar10", "cifar100"):
-        return 3, 10 if cfg_data.name == "cifar10" else 100
-    train, _ = _folder_dirs(cfg_data.root)
-    classes = sum(p.is_dir() for p in train.iterdir())
-    if not classes:
-        raise DataError(f"data.root={cfg_data.root}: no class folders in {train}; allowed: an ImageFolder root "
-                        "with one subfolder per class")
-    return 3, classes
-
-
-@functools.lru_cache(maxsize=16)
-def folder_images(tree: str) -> int:
-    """Images of an ImageFolder tree, as torchvision's ImageFolder lists them (image files in class folders,
-    symlinks followed)."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
-
-    return len(make_dataset(tree, extensions=IMG_EXTENSIONS, allow_empty=True))
 
 
 # ---- fingerprints: what the data files hold, for the trial identity ---- #
@@ -348,28 +314,36 @@ def _listing(tree: str) -> str:
     return h.hexdigest()[:16]
 
 
-def _cifar_files(name: str, folder: str) -> tuple[list[Path], list[Path]]:
+def _fashion_mnist_files(cfg_data, data_dir: str) -> tuple[list[Path | None], list[Path | None]]:
+    folder = fashion_mnist_folder(cfg_data.root, data_dir, cfg_data.download)
+    return ([_find_idx(folder, stem) for stem in FASHION_MNIST_FILES],
+            [_find_idx(folder, stem) for stem in FASHION_MNIST_TEST_FILES])
+
+
+def _cifar_files(cfg_data, data_dir: str) -> tuple[list[Path], list[Path]]:
+    name = cfg_data.name
+    _, _, folder = load_cifar(name, cfg_data.root, data_dir, cfg_data.download)
     base = Path(folder) / ("cifar-10-batches-py" if name == "cifar10" else "cifar-100-python")
     train = [base / f"data_batch_{i}" for i in range(1, 6)] if name == "cifar10" else [base / "train"]
     return train, [base / ("test_batch" if name == "cifar10" else "test")]
 
 
+FILES = {  # datasets read from fixed files: (cfg.data, data_dir) -> (training files, test files; None: absent)
+    "fashion_mnist": _fashion_mnist_files, "cifar10": _cifar_files, "cifar100": _cifar_files,
+}
+
+
 def fingerprint(cfg_data, data_dir: str) -> dict[str, str | None]:
     """What a trial's data files hold: {"train": hash, "test": hash or None when there is no test split}.
 
-    Content hashes for Fashion-MNIST and CIFAR (cached per file), names and sizes for ImageFolder
-    trees. A path is not enough: two datasets under one path must not share trial ids."""
-    name = cfg_data.name
-    if name == "synthetic":
-        return {"train": SYNTHETIC_VERSION, "test": SYNTHETIC_VERSION}
-    if name == "fashion_mnist":
-        folder = fashion_mnist_folder(cfg_data.root, data_dir, cfg_data.download)
-        train = [_find_idx(folder, stem) for stem in FASHION_MNIST_FILES]
-        test = [_find_idx(folder, stem) for stem in FASHION_MNIST_TEST_FILES]
-        return {"train": _contents(train), "test": _contents(test) if all(test) else None}
-    if name in ("cifar10", "cifar100"):
-        _, _, folder = load_cifar(name, cfg_data.root, data_dir, cfg_data.download)
-        train, test = _cifar_files(name, folder)
-        return {"train": _contents(train), "test": _contents(test) if all(p.is_file() for p in test) else None}
-    train_dir, test_dir = _folder_dirs(cfg_data.root)
-    return {"train": _listing(str(train_dir)), "test": _listing(str(test_dir)) if test_dir else None}
+    Content hashes for the datasets of fixed files (cached per file), names and sizes for ImageFolder
+    trees, a version for the generated images. A path is not enough: two datasets under one path must
+    not share trial ids."""
+    d = datasets.get(cfg_data.name)
+    if d.name in FILES:
+        train, test = FILES[d.name](cfg_data, data_dir)
+        return {"train": _contents(train), "test": _contents(test) if all(p and p.is_file() for p in test) else None}
+    if not d.in_memory:
+        train_dir, test_dir = folder_dirs(cfg_data.root)
+        return {"train": _listing(str(train_dir)), "test": _listing(str(test_dir)) if test_dir else None}
+    return {"train": SYNTHETIC_VERSION, "test": SYNTHETIC_VERSION}

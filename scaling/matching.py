@@ -255,9 +255,9 @@ class ModelFlopsCounter:
 
 def config_flops_counter(cfg) -> ModelFlopsCounter:
     """A cached flops_of(d, w, r) for the model and data groups of a composed config."""
-    from scaling import data
+    from scaling import datasets
 
-    return ModelFlopsCounter(cfg, *data.shape_of(cfg.data))
+    return ModelFlopsCounter(cfg, *datasets.shape_of(cfg.data))
 
 
 def model_flops_counter(model_name: str, base_depth: float, base_width: float, base_resolution: int,

@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from scaling import coefficients, config, identity
+from scaling import coefficients, config, datasets, identity
 from scaling.coefficients import ScalingError
 from scaling.planfile import (  # noqa: F401 - re-exported: the planner's callers read plans here too
     COORDINATES,
@@ -136,12 +136,12 @@ class Planner:
         return self._data[key]
 
     def _count(self, cfg, m: coefficients.Multipliers) -> tuple[dict[str, Any], Any]:
-        from scaling import complexity, data
+        from scaling import complexity
 
         key = identity.digest([OmegaConf.to_container(cfg.model, resolve=True),
                                OmegaConf.to_container(cfg.data, resolve=True), m.depth, m.width, m.resolution])
         if key not in self._counts:
-            in_chans, classes = data.shape_of(cfg.data)
+            in_chans, classes = datasets.shape_of(cfg.data)
             built, px = build_scaled(cfg, m, in_chans, classes)
             cx = complexity.count(built.model, px, in_chans)
             network = {"resolution": px, "stage_depths": built.stage_depths,

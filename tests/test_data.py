@@ -185,3 +185,28 @@ def test_a_file_loader_is_built_once_and_its_workers_persist_across_epochs():
     first = {int(p) for _, y in b.epoch(seed=1) for p in y}
     second = {int(p) for _, y in b.epoch(seed=2) for p in y}
     assert b.loader is built and len(first) == 2 and first == second  # the same two worker processes
+
+
+def test_every_dataset_is_one_registry_entry_with_its_loader_and_config():
+    """scaling/datasets.py owns each dataset's facts: the config check allows its names, each config file
+    names one, every in-memory entry has a loader, its statistics fit its channels, and its recorded split
+    sizes are what the loader reads (Fashion-MNIST here); an unknown name is one line naming the allowed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from scaling import config, datasets
+
+    root = Path(__file__).parents[1]
+    assert config.DATASETS == datasets.NAMES
+    assert {OmegaConf.load(f).name for f in (root / "conf/data").glob("*.yaml")} == set(datasets.NAMES)
+    for d in datasets.REGISTRY.values():
+        assert (d.name in data.LOADERS) == d.in_memory and len(d.mean) == len(d.std) == d.in_chans
+    fm = data.load(cfg(val_images=1000), "nowhere")
+    assert (len(fm.train) + len(fm.val), len(fm.test)) == datasets.REGISTRY["fashion_mnist"].sizes
+    assert (fm.in_chans, fm.num_classes) == datasets.shape_of(cfg())
+    with pytest.raises(data.DataError, match=r"^data.name='mnist' is unknown; allowed: fashion_mnist, cifar10, "):
+        datasets.get("mnist")
+    probe = "import sys, scaling.datasets, scaling.config; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"  # the plan's facts without torch

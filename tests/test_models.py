@@ -71,3 +71,17 @@ def test_resnet_stem_scales_with_width_and_flops_grow_as_w_squared(name):
         counts[w] = complexity.count(built.model, 32, 1).flops
     assert counts[1.0] / counts[0.5] == pytest.approx(4.0, rel=0.05)
     assert counts[2.0] / counts[1.0] == pytest.approx(4.0, rel=0.05)
+
+
+def test_the_config_check_allows_exactly_the_families_that_build():
+    """config.MODELS (no torch, read where sweeps are planned) names what models.FAMILIES builds, and every
+    model config file names one of them."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from scaling import config
+
+    assert config.MODELS == tuple(models.FAMILIES)
+    files = (Path(__file__).parents[1] / "conf/model").glob("*.yaml")
+    assert {OmegaConf.load(f).get("name", "efficientnet_b0") for f in files} <= set(models.FAMILIES)

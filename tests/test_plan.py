@@ -265,7 +265,7 @@ def _farm(root: Path, source: Path) -> Path:
 def test_symlink_farms_are_read_as_imagefolder_reads_them(tmp_path):
     """Two farms with the same class count over different images are two trials; a farm over a folder is
     that folder's trial; the cost estimate counts the images ImageFolder reads."""
-    from scaling import cost, data
+    from scaling import datasets
 
     a, b = _image_folder(tmp_path / "a", 3, 0), _image_folder(tmp_path / "b", 3, 1)
     farms = [_farm(tmp_path / "farm_a", a), _farm(tmp_path / "farm_b", b)]
@@ -273,5 +273,5 @@ def test_symlink_farms_are_read_as_imagefolder_reads_them(tmp_path):
     fa, fb, real = (_plan(*args, f"data.root={r}") for r in (*farms, a))
     assert fa.data_files != fb.data_files and fa.ids["trial_id"] != fb.ids["trial_id"]
     assert fa.ids == real.ids
-    assert cost.split_sizes(_cfg(*args, f"data.root={farms[0]}").data) == (9, 0)
-    assert data.folder_images(str(farms[1] / "train")) == 9
+    assert datasets.split_sizes(_cfg(*args, f"data.root={farms[0]}").data) == (9, 0)
+    assert datasets.folder_images(str(farms[1] / "train")) == 9

@@ -71,7 +71,7 @@ RULES = ("highest_mean", "cheapest")
 COST_FLAG = COST_TOLERANCE  # one owner (scaling.coefficients): a measured FLOPs factor further off target^φ
 # than the plan's own equal-cost tolerance (which drops such matched points before launch) is flagged here
 DEFAULTS = {"level": LEVEL, "rule": "highest_mean", "max_cost_gap": None, "robust": False, "noise": "moderated",
-            "multiplicity": "joint", "recipe": None}  # the analysis options; fit.json records them all and names those changed
+            "multiplicity": "joint", "recipe": None}  # the analysis options: fit.json records all, names those changed
 SPLITS = {"choice": CHOICE, "choice_label": METRICS[CHOICE].label, "report": REPORT,
           "report_label": METRICS[REPORT].label}
 

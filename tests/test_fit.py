@@ -225,7 +225,7 @@ def test_the_sigma_reported_is_the_sigma_used():
     point = next(p for p in r["points"] if (p["alpha"], p["beta"]) == (1.2, 1.1))
     assert point["own_noise"] and point["sd_used"] > 3 * r["sigma"]  # its own noise, not the pooled sigma
     quiet = [p["sd_used"] for p in r["points"] if not p["own_noise"]]
-    assert all(0.2 < sd < 0.45 for sd in quiet)  # near the quiet points' 0.3, not the pooled sigma the noisy one inflates
+    assert all(0.2 < sd < 0.45 for sd in quiet)  # near the quiet points' 0.3, not the pooled sigma the noisy inflates
     assert r["sigma"] > 0.6 and "point(s) are noisier than the rest" in r["note"]
 
 DEMO_RECORDS = ROOT / "docs/results/demo-2026-12-07-records.csv"

@@ -22,7 +22,13 @@ import pandas as pd
 
 from analysis.cli import warn
 from scaling import planfile as plan  # the plan file alone: no omegaconf, no torch
-from scaling.record import RECORD_NAME, atomic_file, write_text_atomic  # scaling.record imports no torch
+from scaling.record import (  # scaling.record imports no torch
+    RECORD_NAME,
+    WANDB_CONFIG,
+    WANDB_SUMMARY,
+    atomic_file,
+    write_text_atomic,
+)
 
 LIST_FIELDS = ("stage_depths", "stage_widths", "history")
 CONFIG_FIELDS = ("model_config", "data_config", "train_config", "scaling_config")
@@ -143,12 +149,10 @@ def from_wandb(project: str, filters: dict | None = None) -> pd.DataFrame:
         rows.append({
             "trial": run.name, "study": run.group, "kind": run.job_type,
             "status": "ok" if run.state == "finished" else "failed",
-            **{k: cfg.get(k) for k in ("method", "alpha", "beta", "gamma", "phi", "depth_mult", "width_mult",
-                                       "resolution_mult", "resolution")},
+            **{k: cfg.get(k) for k in WANDB_CONFIG},
             "seed": cfg.get("seed"), "model": (cfg.get("model") or {}).get("name"),
             "dataset": (cfg.get("data") or {}).get("name"),
-            **{k: summary.get(k) for k in ("top1", "flops", "params", "activations", "train_images_per_second",
-                                           "measured_flops_factor")},
+            **{k: summary.get(k) for k in WANDB_SUMMARY},  # val_top1 included: what studies choose on
             "path": run.url,
         })
     return pd.DataFrame(rows)

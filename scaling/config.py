@@ -10,7 +10,8 @@ and nowhere else; a key of one optimizer, schedule or kind of data is declared w
 values: `null` defaults that are resolved at plan time (`model.small_input`, `train.device=auto`)
 enter as what they resolve to. A key added after
 records exist is declared with `since(default)`: its default reproduces the old computation and
-is left out of the hash, so old trial ids stay valid. The data enter through a fingerprint of the
+is left out of the hash, so old trial ids stay valid; a renamed key is hashed under its old name
+(`HASHED_AS`: train.monitor_images as val_images). The data enter through a fingerprint of the
 files actually read (scaling/data.py `fingerprint`), not through `data.root`. The `scaling` group
 enters through the network it builds (stage depths, widths, input size), so grid points that
 build the same network are one trial (scaling/plan.py). Hydra's `hydra.*` settings are never part of it.
@@ -32,6 +33,7 @@ DATASETS = datasets.NAMES  # the registry's (scaling/datasets.py)
 
 IDENTITY = "identity"  # field metadata key: False = does not change what a trial computes
 NEUTRAL = "neutral"  # field metadata key: the value of a later key that reproduces the old computation
+HASHED_AS = "hashed_as"  # field metadata key: the name a renamed key is hashed under, so old trial ids stay valid
 APPLIES = "applies"  # field metadata key: a test of the resolved config (plain dicts) saying where the key
 # changes what is computed; elsewhere (opt_eps with sgd, step-schedule keys with onecycle, ...) it is left out
 
@@ -117,7 +119,9 @@ class TrainConfig:
     epochs: int = 3
     batch_size: int = 128
     train_images: int | None = None  # subsample the training split; null: all
-    val_images: int | None = None  # monitor each epoch on the first N held-out images; null: all
+    monitor_images: int | None = field(default=None, metadata={HASHED_AS: "val_images"})  # monitor each epoch on
+    # the first N images of the held-out split (data.val_images); null: all
+    val_images: int | None = runtime(None)  # renamed monitor_images: set, it is one error line naming the new key
     ema: float | None = None  # decay of an exponential moving average of the weights, evaluated instead; null: off
     lr: float = 0.05  # peak learning rate (scaled by batch_size / lr_base_batch when that is set)
     lr_base_batch: int | None = since(None)  # batch size at which `lr` holds (paper: 0.016 per 256); null: as given
@@ -215,14 +219,17 @@ def _positive(key: str, value: Any) -> None:
 def validate(cfg: Any) -> None:
     """Check values the schema's types cannot; raise ScalingError naming the key."""
     _one_of("model.name", cfg.model.name, MODELS)
-    _one_of("data.name", cfg.data.name, DATASETS)
+    _one_of("data.name", cfg.data.name, tuple(datasets.REGISTRY))  # read now: a registered dataset counts
     _one_of("train.device", cfg.train.device, ("auto", "cpu", "cuda"))
     if cfg.train.ema is not None and not 0 < cfg.train.ema < 1:
         raise ScalingError(f"train.ema={cfg.train.ema} is not allowed; allowed: null or a decay in (0, 1)")
     _one_of("train.sched", cfg.train.sched, ("onecycle", "step"))
     _one_of("logger.name", cfg.logger.name, ("wandb", "none"))
     _one_of("logger.mode", cfg.logger.mode, ("offline", "online", "disabled"))
-    for key in ("train.epochs", "train.batch_size", "train.train_images", "train.val_images", "train.lr",
+    if cfg.train.get("val_images") is not None:
+        raise ScalingError(f"train.val_images={cfg.train.val_images}: renamed; allowed: train.monitor_images=N "
+                           "(images of the held-out split scored each epoch; data.val_images sizes that split)")
+    for key in ("train.epochs", "train.batch_size", "train.train_images", "train.monitor_images", "train.lr",
                 "data.resolution", "data.resolution_multiple", "data.val_images",
                 "model.base_depth", "model.base_width", "scaling.target", "train.world_size",
                 "train.collective_timeout_s"):

@@ -113,7 +113,7 @@ def work(cfg, world: int = 1, has_test: bool = True) -> Work:
     test = min(test, getattr(cfg.data, "test_images", None) or test)
     n = max(0, min(t.train_images or pool, pool - held))  # (a pool smaller than the held-out split fails the trial)
     per_epoch = n - n % t.batch_size if n >= t.batch_size else n  # the ragged last batch is dropped
-    monitored = min(t.val_images or held, held)
+    monitored = min(t.monitor_images or held, held)
     return Work(train_images=per_epoch, epochs=t.epochs, score_images=t.epochs * monitored + held + test,
                 world=world)
 

@@ -340,10 +340,13 @@ def fingerprint(cfg_data, data_dir: str) -> dict[str, str | None]:
     trees, a version for the generated images. A path is not enough: two datasets under one path must
     not share trial ids."""
     d = datasets.get(cfg_data.name)
-    if d.name in FILES:
-        train, test = FILES[d.name](cfg_data, data_dir)
-        return {"train": _contents(train), "test": _contents(test) if all(p and p.is_file() for p in test) else None}
+    if d.name == "synthetic":
+        return {"train": SYNTHETIC_VERSION, "test": SYNTHETIC_VERSION}
     if not d.in_memory:
         train_dir, test_dir = folder_dirs(cfg_data.root)
         return {"train": _listing(str(train_dir)), "test": _listing(str(test_dir)) if test_dir else None}
-    return {"train": SYNTHETIC_VERSION, "test": SYNTHETIC_VERSION}
+    if d.name not in FILES:
+        raise DataError(f"data.name={d.name!r} has no FILES entry in scaling/data.py; allowed: a dataset whose files "
+                        "its trial identity can hash")
+    train, test = FILES[d.name](cfg_data, data_dir)
+    return {"train": _contents(train), "test": _contents(test) if all(p and p.is_file() for p in test) else None}

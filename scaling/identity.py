@@ -15,7 +15,7 @@ import hashlib
 import json
 from typing import Any
 
-from scaling.config import APPLIES, IDENTITY, NEUTRAL, Config
+from scaling.config import APPLIES, HASHED_AS, IDENTITY, NEUTRAL, Config
 
 HASH_CHARS = 10
 
@@ -39,7 +39,8 @@ def computing_values(resolved: dict[str, Any], schema: type = Config, root: dict
         if APPLIES in f.metadata and not f.metadata[APPLIES](root):
             continue  # a key that does nothing with this optimizer, schedule or data
         group = _dataclass_of(f)
-        kept[f.name] = computing_values(value, group, root) if group and isinstance(value, dict) else value
+        name = f.metadata.get(HASHED_AS, f.name)  # a renamed key keeps its old name in the hash
+        kept[name] = computing_values(value, group, root) if group and isinstance(value, dict) else value
     return kept
 
 

@@ -19,6 +19,11 @@ from typing import IO, Any
 SCHEMA = 3  # 3: val_top1 (validation, what studies choose on) beside top1 (test, reported)
 RECORD_NAME = "result.json"
 STATUSES = ("ok", "failed")
+# what a trial logs to W&B, and what analysis.collect reads back from a W&B project (one list each)
+WANDB_CONFIG = ("method", "alpha", "beta", "gamma", "phi", "depth_mult", "width_mult", "resolution_mult",
+                "resolution", "trial_id")  # beside the resolved config
+WANDB_SUMMARY = ("val_top1", "top1", "flops", "params", "activations", "resolution", "train_images_per_second",
+                 "measured_flops_factor")
 
 MEANINGS = {  # every record field, in record order, and what it holds (docs/records.md is checked against this)
     "schema": "record format version (`SCHEMA`; 3 added `val_top1`)",

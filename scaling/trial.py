@@ -214,7 +214,7 @@ def train_epochs(model: nn.Module, data, cfg, trial_dir: Path, trial_id: str, lo
     model, net = distributed.wrap(model, world, t.sync_bn, device, fmt)  # before the optimizer: SyncBN, DDP
     train = datasets.prepare(datasets.subsample(data.train, t.train_images, cfg.data.split_seed), px,
                              data.mean, data.std)
-    val = datasets.prepare(datasets.subsample(data.val, t.val_images, cfg.data.split_seed), px, data.mean, data.std)
+    val = datasets.prepare(datasets.subsample(data.val, t.monitor_images, cfg.data.split_seed), px, data.mean, data.std)
     if len(train) < t.batch_size:  # the last partial batch is dropped: not one optimizer step
         raise ScalingError(f"the training split has {len(train)} images, fewer than one batch (train.batch_size="
                            f"{t.batch_size}): 0 optimizer steps; allowed: train.batch_size <= {len(train)}, or more "
@@ -358,9 +358,8 @@ def run(cfg, trial_dir: Path, planned: Planned, started: float | None = None,
                  built.stage_widths, rec["params"] / 1e6, rec["flops"] / 1e6)
         logger = TrialLogger(cfg.logger if world.lead else NO_LOGGER, trial_dir=trial_dir, name=trial_dir.name,
                              group=cfg.name,
-                             job_type=cfg.kind, config={**OmegaConf.to_container(cfg, resolve=True), **{
-                                 k: rec[k] for k in ("method", "alpha", "beta", "gamma", "phi", "depth_mult",
-                                                     "width_mult", "resolution_mult", "resolution", "trial_id")}})
+                             job_type=cfg.kind, config={**OmegaConf.to_container(cfg, resolve=True),
+                                                        **{k: rec[k] for k in record.WANDB_CONFIG}})
         state = train_epochs(built.model, data, cfg, trial_dir, planned.ids["trial_id"], logger, px, started,
                     nominal_flops_factor=p["depth_mult"] * p["width_mult"] ** 2 * p["resolution_mult"] ** 2,
                     world=world, claim=claim)
@@ -372,8 +371,7 @@ def run(cfg, trial_dir: Path, planned: Planned, started: float | None = None,
                                             "val_images", "val_top1", "val_score_images", "device")},
                    recipe_values=state.get("recipe"))
         still_held(claim)
-        logger.summary({k: rec[k] for k in ("val_top1", "top1", "flops", "params", "activations", "resolution",
-                                            "train_images_per_second", "measured_flops_factor")})
+        logger.summary({k: rec[k] for k in record.WANDB_SUMMARY})
     except ClaimLost as err:  # another process holds the trial now: leave its files alone
         rec.update(status="failed", error=world.explain(err, str(err)))
         log.error("%s", err)

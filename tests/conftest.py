@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 # Tests of sweeps, not of learning, score 1,000 held-out and 1,000 test images of real Fashion-MNIST: scoring
 # the full 10,000 + 10,000 took most of a small trial's time. TINY: a trial in seconds (256 images, one epoch).
 SCORE_LESS = ("data.val_images=1000", "data.test_images=1000")
-TINY = ("train=quick", "logger=none", "train.epochs=1", "train.train_images=256", "train.val_images=500",
+TINY = ("train=quick", "logger=none", "train.epochs=1", "train.train_images=256", "train.monitor_images=500",
         *SCORE_LESS)
 
 

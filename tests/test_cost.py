@@ -42,7 +42,7 @@ def test_work_counts_the_images_the_trial_trains_and_scores():
     assert cost.work(_cfg()) == cost.Work(train_images=1024, epochs=2, score_images=SCORED, world=1)
     assert cost.work(_cfg("train.train_images=1000")).train_images == 992  # the ragged last batch is dropped
     assert cost.work(_cfg("train.train_images=null")).train_images == 50_000 - 50_000 % 32  # the whole pool
-    assert cost.work(_cfg("train.val_images=500"), has_test=False).score_images == 2 * 500 + 10_000
+    assert cost.work(_cfg("train.monitor_images=500"), has_test=False).score_images == 2 * 500 + 10_000
     assert cost.work(_cfg("data=synthetic", "train.train_images=4096")).train_images == 1500 - 1500 % 32
 
 
@@ -181,7 +181,7 @@ def test_estimate_matches_the_recorded_training_time(out, capsys):
     load.start()
     try:
         sweep("-m", "+sweep=compound_grid", "scaling.alpha=1.0", "scaling.beta=1.15,1.2", "seed=0", "train=quick",
-              "data=synthetic", "logger=none", "train.train_images=1472", "train.val_images=200",
+              "data=synthetic", "logger=none", "train.train_images=1472", "train.monitor_images=200",
               "hydra/launcher=local", "hydra.launcher.cpus_per_task=1", "hydra.launcher.max_parallel=2",
               "hydra.sweeper.estimate=true", out=out)
     finally:

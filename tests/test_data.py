@@ -58,7 +58,7 @@ def test_a_test_subset_is_fixed_and_counted_by_the_estimate():
     assert len(whole) == 10_000 and len(a) == 1000 and torch.equal(a.images, b.images)
     assert not torch.equal(a.images, whole.images[:1000])  # a shuffle, not the first 1,000 files
     quick = OmegaConf.create({"data": OmegaConf.structured(DataConfig(test_images=1000)),
-                              "train": {"train_images": 256, "batch_size": 32, "epochs": 1, "val_images": 500}})
+                              "train": {"train_images": 256, "batch_size": 32, "epochs": 1, "monitor_images": 500}})
     assert cost.work(quick).score_images == 500 + 5000 + 1000  # monitored, the held-out split, the test subset
     with pytest.raises(data.DataError, match="data.test_images=0: allowed"):
         data.load(cfg(test_images=0), "x")
@@ -210,3 +210,32 @@ def test_every_dataset_is_one_registry_entry_with_its_loader_and_config():
     probe = "import sys, scaling.datasets, scaling.config; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True,
                           check=True).stdout.strip() == "False"  # the plan's facts without torch
+
+
+def test_a_dataset_added_as_one_entry_and_its_loader_trains_end_to_end(tmp_path, monkeypatch):
+    """A new in-memory dataset: its registry entry, its loader and its files, and nothing else. The config
+    check accepts it, the plan knows its shape and size, its files give it an identity, and it loads."""
+    from scaling import config, datasets
+
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (400, 16, 16), dtype=np.uint8), rng.integers(0, 4, 400)
+    np.save(tmp_path / "images.npy", images)
+
+    def load_tiny(cfg_data, data_dir):
+        x = np.load(tmp_path / "images.npy")
+        return x[:300], labels[:300], str(tmp_path), (x[300:], labels[300:])
+
+    monkeypatch.setitem(datasets.REGISTRY, "tiny", datasets.Dataset("tiny", 1, 4, (0.5,), (0.25,), (300, 100)))
+    monkeypatch.setitem(data.LOADERS, "tiny", load_tiny)
+    monkeypatch.setitem(data.FILES, "tiny", lambda c, d: ([tmp_path / "images.npy"], [tmp_path / "images.npy"]))
+    c = cfg(name="tiny", val_images=50)
+    whole = OmegaConf.structured(config.Config)
+    whole.data.name = "tiny"
+    config.validate(whole)  # the config check reads the registry
+    d = data.load(c, "x")
+    assert (len(d.train), len(d.val), len(d.test), d.num_classes, d.in_chans) == (250, 50, 100, 4, 1)
+    assert datasets.shape_of(c) == (1, 4) and datasets.split_sizes(c) == (300, 100)
+    assert data.fingerprint(c, "x")["train"] == data._contents([tmp_path / "images.npy"])
+    monkeypatch.delitem(data.FILES, "tiny")
+    with pytest.raises(data.DataError, match="data.name='tiny' has no FILES entry"):
+        data.fingerprint(c, "x")

@@ -136,7 +136,7 @@ def test_a_rank_that_raises_is_named_with_its_error_in_rank_0s():
 
 # ---- whole trials: the local launcher's N tasks, SIGKILL to one rank, SLURM ---- #
 
-TINY = ["train=quick", "data=synthetic", "logger=none", "train.train_images=256", "train.val_images=200",
+TINY = ["train=quick", "data=synthetic", "logger=none", "train.train_images=256", "train.monitor_images=200",
         "train.collective_timeout_s=60"]
 LOCAL = ["hydra/launcher=local", "hydra.launcher.cpus_per_task=1"]
 

@@ -245,6 +245,18 @@ def test_the_readme_is_a_front_door():
     assert len(README.read_text().splitlines()) <= README_LINES
 
 
+@pytest.mark.parametrize("title, page", [("What `make demo` answers", "demo.md"),
+                                         ("What `make transfer` answers", "transfer.md")])
+def test_the_readmes_numbers_are_their_results_pages(title, page):
+    """Every decimal the README shows for a study is on the dated page that measured it (one owner)."""
+    text = README.read_text()
+    start = text.index(f"## {title}")
+    section = text[start:text.index("\n## ", start + 3)]
+    numbers = set(re.findall(r"(?<![\w.])[−+-]?(\d+\.\d+)(?![\w.])", section))
+    measured = (RESULTS / page).read_text()
+    assert len(numbers) > 10 and not [n for n in numbers if n not in measured]
+
+
 def test_the_docs_have_commands_of_every_kind():
     """The parser finds what the pages hold (a change of fence or prefix must not make the checks vacuous)."""
     assert all(of_kind(prefix) for prefix in PREFIXES if prefix != "python sweep.py")

@@ -16,7 +16,7 @@ from scaling import record
 
 PAGE = 4096  # bytes: tmpfs allocates whole pages
 TINY = ["train=quick", "data=synthetic", "logger=none", "train.epochs=1", "train.train_images=256",
-        "train.val_images=64", "data.val_images=64"]
+        "train.monitor_images=64", "data.val_images=64"]
 
 
 @pytest.fixture

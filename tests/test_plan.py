@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import sweep
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
@@ -31,7 +32,8 @@ def test_runtime_values_are_marked_once_in_the_schema():
               if dataclasses.is_dataclass(g.default_factory) for f in dataclasses.fields(g.default_factory)
               if f.metadata.get(config.IDENTITY) is False}
     assert marked == {"data.root", "data.download", "data.num_workers", "model.min_feature", "train.threads",
-                      "train.progress", "train.checkpoint", "train.collective_timeout_s"}
+                      "train.progress", "train.checkpoint", "train.collective_timeout_s",
+                      "train.val_images"}  # renamed train.monitor_images: only there to name the new key
     top = {f.name for f in dataclasses.fields(config.Config) if f.metadata.get(config.IDENTITY) is False}
     assert top == {"name", "kind", "strategy", "only_seeds", "paths", "logger"}
 
@@ -229,10 +231,19 @@ def test_measured_matching_puts_grid_points_at_equal_counted_cost():
     ((), "9fd5533ce4"), (("train=quick",), "9b4b5033cc"), (("train=demo",), "c4133c24f2"),
     (("train=quick", "train.opt=rmsproptf", "train.opt_eps=0.001"), "9ee07f6265"),
     (("train=quick", "model.drop_path_rate=0.1"), "8bfba22c4c"),
+    (("train=quick", "train.monitor_images=500"), "ddf3b88f90"),  # the id train.val_images=500 had
 ])
 def test_trial_ids_of_todays_configs_stay_the_same(overrides, trial_id):
-    """(Trials with train.sched=step get new ids: train.warmup_fraction, of the one-cycle schedule, left them.)"""
+    """(Trials with train.sched=step get new ids: train.warmup_fraction, of the one-cycle schedule, left them.
+    train.val_images, renamed train.monitor_images, is hashed under its old name.)"""
     assert _plan(*overrides).ids["trial_id"] == trial_id
+
+
+def test_the_renamed_monitor_key_is_one_line_naming_the_new_one(tmp_path):
+    proc = sweep("train=quick", "train.val_images=500", out=tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: train.val_images=500: renamed; allowed: train.monitor_images=N (images of the held-out split "
+        "scored each epoch; data.val_images sizes that split)"]
 
 
 @pytest.mark.parametrize("noop", [

@@ -56,7 +56,7 @@ def test_the_paper_sized_race_planned_on_a_cpu_node_prints_trial_hours_for_an_rt
             for i in range(n):
                 Image.new("RGB", (32, 32), (c * 60, i * 5, 0)).save(tmp_path / "inet" / split / f"c{c}" / f"{i}.jpg")
     proc = sweep("-m", "sweep=compound_grid", "preset=paper", "hydra/sweeper=race", f"data.root={tmp_path / 'inet'}",
-                 "data.val_images=20", "train.val_images=20", "scaling.alpha=1.2", "scaling.beta=1.1",
+                 "data.val_images=20", "train.monitor_images=20", "scaling.alpha=1.2", "scaling.beta=1.1",
                  "scaling.match=nominal", "scaling.grid_filter=false",  # one network: no input-size search
                  "hydra.sweeper.device_class=rtx3090", "--plan-only", out=out, timeout=1500)
     assert "trial-hours at the seed cap" in proc.stdout and f"rate: {SOURCE}" in proc.stdout, proc.stdout[-3000:]

@@ -53,8 +53,8 @@ def test_paper_schedule_is_timms_step_decay_with_warmup():
 def test_paper_recipe_trains_on_224px_jpegs(tmp_path, out):
     root = _jpegs(tmp_path / "folder")
     sweep("+preset=paper", f"data.root={root}", "data.val_images=4", "data.num_workers=2", "train.device=cpu",
-          "train.bf16=false", "train.epochs=1", "train.batch_size=4", "train.val_images=4", "train.warmup_epochs=0.5",
-          "logger=none", "train.threads=2", "scaling.phi=0", out=out, timeout=900)
+          "train.bf16=false", "train.epochs=1", "train.batch_size=4", "train.monitor_images=4",
+          "train.warmup_epochs=0.5", "logger=none", "train.threads=2", "scaling.phi=0", out=out, timeout=900)
     (rec,) = records(out / "runs").values()
     assert rec["status"] == "ok", rec["error"]
     assert rec["resolution"] == 224 and rec["train_images"] == 8 and rec["val_score_images"] == 4

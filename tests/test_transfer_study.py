@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT, records, sweep
 
 pytestmark = pytest.mark.slow
-TINY = ["train=quick", "logger=none", "train.epochs=1", "train.train_images=512", "train.val_images=500",
+TINY = ["train=quick", "logger=none", "train.epochs=1", "train.train_images=512", "train.monitor_images=500",
         "data.val_images=1000", "data.test_images=1000",
         "hydra/launcher=local", "hydra.launcher.warm=true", "hydra.launcher.max_parallel=2",
         "hydra.launcher.cpus_per_task=1"]

@@ -134,6 +134,12 @@ def test_wandb_offline_run_holds_config_metrics_and_summary(out):
     assert logged["summary"]["top1"] == rec["top1"] and logged["summary"]["flops"] == rec["flops"]
     assert logged["summary"]["val_top1"] == rec["val_top1"]
     assert logged["summary"]["params"] == rec["params"]
+    # what analysis.collect reads back from a W&B project is what the trial logged: one list each
+    from scaling.record import WANDB_CONFIG, WANDB_SUMMARY
+
+    assert all(logged["summary"][k] == rec[k] for k in WANDB_SUMMARY) and "val_top1" in WANDB_SUMMARY
+    for k in WANDB_CONFIG:
+        assert logged["config"][k] == (pytest.approx(rec[k]) if isinstance(rec[k], float) else rec[k]), k
 
 
 @pytest.mark.parametrize("args, key, allowed", [

@@ -89,7 +89,7 @@ def test_warm_pool_charges_a_death_to_its_job_alone_and_reaps_every_worker(tmp_p
 
 # ---- SLURM without sacct (the real one-node cluster: make slurm-up) ---- #
 
-SLURM_LONG = ["train=quick", "logger=none", "train.epochs=3", "train.train_images=3072", "train.val_images=500",
+SLURM_LONG = ["train=quick", "logger=none", "train.epochs=3", "train.train_images=3072", "train.monitor_images=500",
               *SCORE_LESS, "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.poll_s=1"]
 
 

@@ -109,7 +109,7 @@ def _rate(fn, x, y, batch: int, steps: int, cuda: bool) -> float:
 def _trial_args(cuda: bool) -> list[str]:
     """A short single-process trial: the demo model on generated data, 2 epochs (CUDA: bf16, batch 8 so an
     epoch lasts long enough to be killed in; CPU: one thread, so two runs compute bit for bit the same)."""
-    common = ["train=quick", *SYNTHETIC, "train.epochs=2", "train.val_images=100", "train.train_images=1024"]
+    common = ["train=quick", *SYNTHETIC, "train.epochs=2", "train.monitor_images=100", "train.train_images=1024"]
     if cuda:
         return [*common, "train.device=cuda", "train.bf16=true", "train.batch_size=8"]
     return [*common, "train.device=cpu", "train.threads=1", "train.train_images=384"]
@@ -213,7 +213,7 @@ def distributed_trial(table: Table, cuda: bool, out: Path) -> None:
         return
     device = ["train.device=cuda", "hydra.launcher.cpus_per_task=4"] if cuda else ["train.device=cpu",
                                                                                   "hydra.launcher.cpus_per_task=1"]
-    args = ["train=quick", *SYNTHETIC, "train.epochs=1", "train.train_images=512", "train.val_images=100",
+    args = ["train=quick", *SYNTHETIC, "train.epochs=1", "train.train_images=512", "train.monitor_images=100",
             "train.collective_timeout_s=120", "hydra/launcher=local", f"hydra.launcher.tasks_per_node={world}",
             "hydra.sweeper.estimate=false", *device]
     code, err = _run(["-m", *args], out)
@@ -286,7 +286,7 @@ def slots(table: Table, cuda: bool, out: Path) -> None:
         return
     seeds = ",".join(map(str, range(n)))
     code, err = _run(["-m", "train=quick", *SYNTHETIC, "train.epochs=1", "train.train_images=1024",
-                      "train.val_images=100", "train.device=auto", f"seed={seeds}", "hydra/launcher=local",
+                      "train.monitor_images=100", "train.device=auto", f"seed={seeds}", "hydra/launcher=local",
                       "hydra.launcher.warm=true", "hydra.launcher.cpus_per_task=4", "hydra.sweeper.estimate=false"],
                      out / "sweep")
     recs = [json.loads(p.read_text()) for p in (out / "sweep").rglob("result.json")]
@@ -329,7 +329,7 @@ def rank_death(table: Table, cuda: bool, out: Path) -> None:
     device = ["train.device=cuda", "hydra.launcher.cpus_per_task=4"] if cuda else ["train.device=cpu",
                                                                                   "hydra.launcher.cpus_per_task=1"]
     proc = _start(["-m", "train=quick", *SYNTHETIC, "train.epochs=3", "train.train_images=4096",
-                   "train.val_images=100", f"train.collective_timeout_s={DEATH_TIMEOUT_S}", "hydra/launcher=local",
+                   "train.monitor_images=100", f"train.collective_timeout_s={DEATH_TIMEOUT_S}", "hydra/launcher=local",
                    "hydra.launcher.tasks_per_node=2", "hydra.sweeper.estimate=false", *device], out)
     deadline = time.time() + 600
     while not list(out.rglob("claim.lock")) and proc.poll() is None and time.time() < deadline:

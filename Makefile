@@ -40,7 +40,7 @@ endif
 S := $(OUT)/sweeps
 REPORT := $(PY) -m analysis.report
 
-.PHONY: help install test test-fast lint bench gpu-check slurm-up slurm-down demo demo-pooled transfer fig3 fig4 fig8 table2 table3 figures clean
+.PHONY: help install test test-fast lint bench gpu-check slurm-up slurm-down demo demo-pooled frontier transfer fig3 fig4 fig8 table2 table3 figures clean
 
 help:  ## list targets
 	@grep -hE '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -110,6 +110,22 @@ demo-pooled: install  ## the demo on seeds 0-5: both demo runs (each trains only
 	$(MAKE) demo SEEDS_FROM=0
 	$(MAKE) demo SEEDS_FROM=$(RACE_SEEDS)
 	$(REPORT) $(addprefix $(S)/,$(POOLED)) --baseline $(addprefix $(S)/baseline_,$(POOLED)) --out $(REPORTS)/demo-pooled
+
+# the recipe frontier (docs/results/demo.md): cheaper demo recipes, each on 5 seeds at 3 equal-cost grid points
+# ((1.0, 1.2) and (1.4, 1.1) in one sweep, (1.2, 1.15) in another); variant = LABEL:overrides (commas as ;)
+FRONTIER_VARIANTS ?= cheap: clip1:train.clip_grad=1.0 ema:train.ema=0.99;train.ema_warmup=true \
+  lr025:train.lr=0.025 warm50:train.warmup_fraction=0.5
+FRONTIER := $(SWEEP) sweep=compound_grid train=demo logger=none hydra/launcher=local hydra.launcher.warm=true \
+  hydra.launcher.max_parallel=2 hydra.launcher.cpus_per_task=1 train.train_images=6000 data.test_images=1000 \
+  seed=0,1,2,3,4
+frontier: install  ## cheaper recipes' seed noise and collapses against their cost, vs the demo's -> reports/frontier.md
+	@for v in $(FRONTIER_VARIANTS); do label=$${v%%:*}; extra=$$(echo "$${v#*:}" | tr ';' ' '); \
+	  $(FRONTIER) name=frontier_$${label}_a scaling.alpha=1.0,1.4 scaling.beta=1.2,1.1 $$extra || exit 1; \
+	  $(FRONTIER) name=frontier_$${label}_b scaling.alpha=1.2 scaling.beta=1.15 $$extra || exit 1; done
+	mkdir -p $(REPORTS)
+	$(PY) -m tools.frontier calm=docs/results/demo-2026-12-07-records.csv --seeds 0,1,2,3,4 \
+	  --points 1.0/1.2,1.2/1.15,1.4/1.1 $(foreach v,$(FRONTIER_VARIANTS),$(firstword $(subst :, ,$(v)))=$(S)/frontier_$(firstword $(subst :, ,$(v)))_a,$(S)/frontier_$(firstword $(subst :, ,$(v)))_b) \
+	  | tee $(REPORTS)/frontier.md
 
 TRANSFER := $(REPORTS)/transfer
 comma := ,

@@ -28,7 +28,6 @@ from scaling import datasets
 from scaling.coefficients import COST_TOLERANCE, DEFAULT_TARGET, PRODUCT_TOLERANCE, ScalingError
 
 MODELS = ("efficientnet_b0", "mobilenetv2", "resnet18", "resnet50")  # scaling/models.py FAMILIES (torch: not here)
-DATASETS = datasets.NAMES  # the registry's (scaling/datasets.py)
 
 
 IDENTITY = "identity"  # field metadata key: False = does not change what a trial computes
@@ -79,6 +78,10 @@ def _in_memory(c: dict) -> bool:
     return not _files(c)
 
 
+def _ema(c: dict) -> bool:
+    return c["train"]["ema"] is not None
+
+
 @dataclass
 class PathsConfig:
     output_dir: str = "outputs"  # sweeps/ and runs/ are created under it
@@ -100,7 +103,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    name: str = "fashion_mnist"  # one of DATASETS
+    name: str = "fashion_mnist"  # a dataset of the registry (scaling/datasets.py)
     root: str | None = runtime(None)  # dataset folder; null: env var, Debian package, then download
     download: bool = runtime(False)  # allow torchvision to download (needs internet)
     native_size: int = 28  # side of the stored images (px)
@@ -123,6 +126,8 @@ class TrainConfig:
     # the first N images of the held-out split (data.val_images); null: all
     val_images: int | None = runtime(None)  # renamed monitor_images: set, it is one error line naming the new key
     ema: float | None = None  # decay of an exponential moving average of the weights, evaluated instead; null: off
+    ema_warmup: bool = since(False, _ema)  # EMA decay rises as 1 - (1 + update)^(-2/3) up to `ema` (timm's warm-up),
+    # so early updates do not tie the average to the initial weights
     lr: float = 0.05  # peak learning rate (scaled by batch_size / lr_base_batch when that is set)
     lr_base_batch: int | None = since(None)  # batch size at which `lr` holds (paper: 0.016 per 256); null: as given
     opt: str = since("sgd")  # sgd (torch SGD, Nesterov) | a timm optimizer name, e.g. rmsproptf (create_optimizer_v2)
@@ -130,6 +135,7 @@ class TrainConfig:
     momentum: float = 0.9  # SGD Nesterov momentum / RMSProp momentum
     weight_decay: float = 5e-5  # timm optimizers exclude biases and norm weights; sgd decays every parameter
     label_smoothing: float = 0.1
+    clip_grad: float | None = since(None)  # clip the gradients' global L2 norm to this before each step; null: off
     sched: str = since("onecycle")  # onecycle (torch, per step) | step (timm create_scheduler_v2, per update)
     warmup_fraction: float = only_where(0.25, _onecycle)  # one-cycle rise
     decay_epochs: float = since(2.4, _step)  # step: decay the LR every this many epochs (paper: 2.4)
@@ -232,7 +238,7 @@ def validate(cfg: Any) -> None:
     for key in ("train.epochs", "train.batch_size", "train.train_images", "train.monitor_images", "train.lr",
                 "data.resolution", "data.resolution_multiple", "data.val_images",
                 "model.base_depth", "model.base_width", "scaling.target", "train.world_size",
-                "train.collective_timeout_s"):
+                "train.collective_timeout_s", "train.clip_grad"):
         group, name = key.split(".")
         _positive(key, getattr(cfg[group], name))
     _one_of("scaling.match", cfg.scaling.match, ("nominal", "measured"))

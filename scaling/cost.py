@@ -172,13 +172,9 @@ def probe(cfg, planned, world: int = 1) -> dict[str, Any]:
             built, px = plan.build_scaled(cfg, Multipliers.of(planned.point), in_chans, classes)
             model = built.model.to(device, memory_format=fmt).train()
             opt = recipe.optimizer(model, t)
-            ema = None
-            if t.ema is not None:
-                from timm.utils import ModelEmaV3
-
-                ema = ModelEmaV3(model, decay=t.ema, device=device)
+            ema = recipe.ema(model, t, device)
             step = train_step(model, opt, nn.CrossEntropyLoss(label_smoothing=t.label_smoothing), device, fmt,
-                              t.bf16, ema)
+                              t.bf16, ema, t.clip_grad)
             x, y = torch.randn(batch, in_chans, px, px), torch.randint(0, classes, (batch,))
             tic = time.perf_counter()
             train_ips, steps = _timed(lambda: step(x, y), batch, WARMUP_STEPS, MIN_STEPS, PROBE_SECONDS, sync)
@@ -298,7 +294,8 @@ class Estimator:
             return None
         t = cfg.train
         key = identity.digest([planned.network, OmegaConf.to_container(cfg.model, resolve=True), cfg.data.name,
-                               t.batch_size, t.bf16, t.channels_last, t.opt, t.ema, where, threads(cfg), world])
+                               t.batch_size, t.bf16, t.channels_last, t.opt, t.ema, where, threads(cfg), world]
+                              + ([t.clip_grad] if t.clip_grad is not None else []))
         if key not in self.probes:
             try:
                 self.probes[key] = probe(cfg, planned, world)

@@ -40,6 +40,16 @@ def optimizer(model: nn.Module, t) -> torch.optim.Optimizer:
     return create_optimizer_v2(model, opt=t.opt, lr=lr(t), weight_decay=t.weight_decay, momentum=t.momentum, **extra)
 
 
+def ema(model: nn.Module, t, device: torch.device):
+    """`train.ema`: timm's ModelEmaV3 of the weights (and batch-norm buffers), scored instead of them; None: off.
+    `train.ema_warmup` lets its decay rise with the update count (pass `step` to its update)."""
+    if t.ema is None:
+        return None
+    from timm.utils import ModelEmaV3
+
+    return ModelEmaV3(model, decay=t.ema, use_warmup=t.ema_warmup, device=device)
+
+
 class Schedule:
     """One interface over torch's per-step OneCycleLR and timm's schedulers (stepped by update count)."""
 
@@ -90,6 +100,7 @@ def resolved(cfg, t, opt: torch.optim.Optimizer, nominal_flops_factor: float) ->
     """The recipe's values as this trial resolved them (for the record)."""
     return {"optimizer": type(opt).__name__, "lr": lr(t), "weight_decay": t.weight_decay, "momentum": t.momentum,
             "opt_eps": t.opt_eps, "sched": t.sched, "decay_epochs": t.decay_epochs, "decay_rate": t.decay_rate,
-            "warmup_epochs": t.warmup_epochs, "ema": t.ema, "label_smoothing": t.label_smoothing,
+            "warmup_epochs": t.warmup_epochs, "ema": t.ema, "ema_warmup": t.ema_warmup if t.ema is not None else None,
+            "clip_grad": t.clip_grad, "label_smoothing": t.label_smoothing,
             "auto_augment": t.auto_augment, "drop_rate": drop_rate(cfg, nominal_flops_factor),
             "drop_path_rate": cfg.model.drop_path_rate, "epochs": t.epochs, "batch_size": t.batch_size}

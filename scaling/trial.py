@@ -96,19 +96,22 @@ def evaluate(model: nn.Module, batches: loader.Batches, device, fmt, bf16: bool,
     return 100.0 * correct / max(total, 1)
 
 
-def train_step(model: nn.Module, opt, loss_fn, device, fmt, bf16: bool, ema=None):
-    """One optimisation step on a batch; the trial's fast path (channels_last, bf16 on CUDA)."""
+def train_step(model: nn.Module, opt, loss_fn, device, fmt, bf16: bool, ema=None, clip_grad: float | None = None):
+    """One optimisation step on a batch; the trial's fast path (channels_last, bf16 on CUDA). `update`: the
+    optimizer step's number, counted from 1 (the EMA's warm-up reads it where `train.ema_warmup` is set)."""
 
-    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def step(x: torch.Tensor, y: torch.Tensor, update: int | None = None) -> torch.Tensor:
         x = x.to(device, memory_format=fmt, non_blocking=True)
         y = y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = loss_fn(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if clip_grad is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), clip_grad, foreach=True)
         opt.step()
         if ema is not None:
-            ema.update(model)
+            ema.update(model, step=update if ema.use_warmup else None)
         return loss.detach()
 
     return step
@@ -222,11 +225,7 @@ def train_epochs(model: nn.Module, data, cfg, trial_dir: Path, trial_id: str, lo
     steps = len(train) // t.batch_size
     opt = recipe.optimizer(model, t)
     sched = recipe.Schedule(opt, t, steps)
-    ema = None
-    if t.ema is not None:
-        from timm.utils import ModelEmaV3
-
-        ema = ModelEmaV3(model, decay=t.ema, device=device)
+    ema = recipe.ema(model, t, device)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
     state: dict[str, Any] = {"epoch": 0, "history": [], "train_seconds": 0.0, "images": 0}
     ckpt = trial_dir / CHECKPOINT
@@ -253,7 +252,7 @@ def train_epochs(model: nn.Module, data, cfg, trial_dir: Path, trial_id: str, lo
                                      **kw)
     val_batches = scoring(val)
     state["recipe"] = recipe.resolved(cfg, t, opt, nominal_flops_factor)
-    step = train_step(net, opt, loss_fn, device, fmt, t.bf16, ema)
+    step = train_step(net, opt, loss_fn, device, fmt, t.bf16, ema, t.clip_grad)
     scored = ema.module if ema is not None else model
     for epoch in range(state["epoch"] + 1, t.epochs + 1):
         model.train()
@@ -266,7 +265,7 @@ def train_epochs(model: nn.Module, data, cfg, trial_dir: Path, trial_id: str, lo
         for i, (x, y) in enumerate(train_batches.epoch(cfg.seed * 100003 + epoch)):
             if "startup_seconds" not in state:  # process start (or, in a warm worker, job start) -> first step
                 state["startup_seconds"] = min(process_age(), time.time() - started)
-            loss = step(x, y)
+            loss = step(x, y, (epoch - 1) * steps + i + 1)
             if i % 50 == 0 and not torch.isfinite(loss):  # a sync every 50 steps, not every step
                 raise TrialError(f"train: loss is {loss.item()} at epoch {epoch} step {i}; "
                                  f"lower train.lr (now {t.lr})")

@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from scaling import config
+from scaling import config, datasets
 
 config.register()
 
@@ -30,7 +30,7 @@ def test_every_option_composes(group, option):
     prefix = "+" if group == "variant" else ""  # preset is an optional group of config.yaml: preset=paper
     cfg = _compose([f"{prefix}{group}={option}"])
     config.validate(cfg) if group != "data" or option != "imagefolder" else None
-    assert cfg.model.name in config.MODELS and cfg.data.name in config.DATASETS
+    assert cfg.model.name in config.MODELS and cfg.data.name in datasets.REGISTRY
 
 
 @pytest.mark.parametrize("sweep", SWEEPS)

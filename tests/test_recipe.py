@@ -65,3 +65,34 @@ def test_paper_recipe_trains_on_224px_jpegs(tmp_path, out):
     assert values["ema"] == 0.9999 and values["auto_augment"] == "original" and values["label_smoothing"] == 0.1
     assert values["drop_rate"] == pytest.approx(0.2) and values["drop_path_rate"] == 0.2
     assert rec["train_config"]["opt_eps"] == 0.001 and rec["model"] == "efficientnet_b0"
+
+
+def test_clipping_bounds_each_step_and_the_ema_warmup_starts_from_the_model():
+    """train.clip_grad: the global gradient norm an SGD step uses is at most the clip (and unchanged without
+    one). train.ema_warmup: the first update copies the weights (decay 0), later ones approach train.ema;
+    without the warm-up the first update already keeps `ema` of the initial weights."""
+    from scaling.trial import train_step
+
+    def one_step(clip, t=None, update=1):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(8, 3)
+        before = [p.detach().clone() for p in model.parameters()]
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        ema = recipe.ema(model, t, torch.device("cpu")) if t is not None else None
+        step = train_step(model, opt, torch.nn.CrossEntropyLoss(), torch.device("cpu"), torch.contiguous_format,
+                          False, ema, clip)
+        x, y = 100 * torch.randn(16, 8), torch.randint(0, 3, (16,))
+        step(x, y, update)
+        moved = torch.cat([(b - p.detach()).flatten() for b, p in zip(before, model.parameters())])
+        return moved.norm().item(), model, before, ema
+
+    free, *_ = one_step(None)
+    clipped, *_ = one_step(0.5)
+    assert free > 5 and clipped == pytest.approx(0.5, rel=1e-4)  # lr 1: the step is the clipped gradient
+    assert one_step(1e6)[0] == pytest.approx(free, rel=1e-6)  # a clip above the norm changes nothing
+    warm = OmegaConf.structured(TrainConfig(ema=0.9, ema_warmup=True))
+    _, model, before, ema = one_step(None, warm)
+    assert torch.allclose(ema.module.weight, model.weight)  # decay 0 at the first update
+    assert ema.get_decay(200) == pytest.approx(0.9) and ema.get_decay(3) < 0.75  # rises to train.ema
+    _, model, before, ema = one_step(None, OmegaConf.structured(TrainConfig(ema=0.9)))
+    assert torch.allclose(ema.module.weight, 0.9 * before[0] + 0.1 * model.weight)

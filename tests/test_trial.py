@@ -155,6 +155,7 @@ def test_wandb_offline_run_holds_config_metrics_and_summary(out):
     (["data.root=/nonexistent"], "data.root", "apt-get install dataset-fashion-mnist"),
     (["train.epochs=0"], "train.epochs=0", "allowed: > 0"),
     (["train.batch_size=-8"], "train.batch_size=-8", "allowed: > 0"),
+    (["train.clip_grad=0"], "train.clip_grad=0", "allowed: > 0"),
 ])
 def test_bad_input_one_line_error(out, args, key, allowed):
     proc = sweep(*args, "logger=none", out=out, check=False)

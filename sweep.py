@@ -35,6 +35,11 @@ def main(cfg: DictConfig) -> dict:
                    sweeper_planned=sweeping and not str(hc.sweep.subdir).startswith(".jobs"))
 
 
+def groups() -> set[str]:
+    """Every config group, as chosen on the command line (`train`, `sweep/grid`, ...)."""
+    return {str(p.relative_to(CONF)) for p in CONF.rglob("*") if p.is_dir()} | optional_groups()
+
+
 def optional_groups() -> set[str]:
     """The groups conf/config.yaml lists with a null default (sweep, preset, ...): chosen as `group=option`."""
     from omegaconf import OmegaConf
@@ -56,11 +61,11 @@ def command_line(argv: list[str]) -> tuple[list[str], bool]:
 def cli() -> None:
     """`--plan-only` becomes `hydra.sweeper.plan_only=true` before Hydra parses a sweep's command line;
     without -m it plans the one trial and trains nothing (a single run has no sweeper to read it). A bad
-    `hydra.launcher.*` key is one `error:` line (the plugin's check), exit 2."""
+    `hydra.launcher.*` key or a key the schema lacks is one `error:` line, exit 2."""
     from hydra_plugins.compound_scaling.launchers import command_line_error
 
     args, plan_only = command_line(sys.argv[1:])
-    error = command_line_error(args)
+    error = command_line_error(args) or config.unknown_key(args, groups())
     if error:
         errors.fail(error)
     if plan_only and not {"-m", "--multirun"} & set(args):

@@ -19,6 +19,7 @@ build the same network are one trial (scaling/plan.py). Hydra's `hydra.*` settin
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,6 +205,31 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
     logger: LoggerConfig = runtime(factory=LoggerConfig)
+
+
+def unknown_key(args: list[str], groups: set[str]) -> str | None:
+    """The first command-line `key=value` (or `+key=value`) whose key is not in the schema, as one line naming
+    the allowed keys; None when every key is known. `groups`: the config groups (`train=quick` chooses an
+    option, not a key). Checked before Hydra composes, whose own error spans several lines and names no
+    allowed key. `hydra.*`, deletions (~) and keys below the first level (inside a dict value) are Hydra's."""
+    top = {f.name: f for f in dataclasses.fields(Config)}
+    for a in args:
+        if a.startswith("~") or "=" not in a or a.startswith("-"):
+            continue
+        key = a.lstrip("+").split("=", 1)[0]
+        if key.startswith("hydra.") or key == "hydra" or "/" in key or key in groups:
+            continue
+        head, _, rest = key.partition(".")
+        node = top.get(head)
+        if node is None:
+            allowed = sorted({*top, *groups})
+            return f"{key} is not a key of this config; allowed: {', '.join(allowed)} (a group: group=option)"
+        sub = node.default_factory if dataclasses.is_dataclass(node.default_factory) else None
+        if rest and sub is not None:
+            names = [f.name for f in dataclasses.fields(sub)]
+            if rest.split(".", 1)[0] not in names:
+                return f"{key} is not a key of {head}; allowed: {', '.join(f'{head}.{n}' for n in names)}"
+    return None
 
 
 def register() -> None:

@@ -174,10 +174,21 @@ def test_unknown_launcher_key_is_one_line(out):
     assert "max_parallel" in line and "cpus_per_task" in line
 
 
+@pytest.mark.parametrize("args, line", [
+    (["scaling.alpah=1.2"], "error: scaling.alpah is not a key of scaling; allowed: scaling.alpha, scaling.beta"),
+    (["+train.foo=1", "-m"], "error: train.foo is not a key of train; allowed: train.epochs, "),
+    (["seeed=1"], "error: seeed is not a key of this config; allowed: data, kind, logger, model, name, "),
+])
+def test_a_key_the_schema_lacks_is_one_line_naming_the_allowed(out, args, line):
+    proc = sweep(*args, out=out, check=False)
+    assert proc.returncode == 2 and not out.exists()
+    (got,) = proc.stderr.strip().splitlines()
+    assert got.startswith(line), got
+
+
 @pytest.mark.parametrize("args, needle", [
     (["model=vit"], "Available options in 'model'"),
     (["train.epochs=three"], "train.epochs"),
-    (["scaling.alpah=1.2"], "scaling.alpah"),
 ])
 def test_bad_config_fails_at_compose(out, args, needle):
     proc = sweep(*args, out=out, check=False)

@@ -2,6 +2,7 @@
 
     python -m tools.frontier cheap=outputs/sweeps/frontier_cheap clip=outputs/sweeps/frontier_clip ...
     python -m tools.frontier calm=docs/results/demo-2026-12-07-records.csv ...   # records shipped as CSV
+    python -m tools.frontier docs/results/frontier-2026-12-07-records.csv        # a --save file: by variant
 
 Each argument is LABEL=PATH[,PATH...]: sweep folders or record CSVs of one recipe on the same grid points
 and seeds. Per recipe: images seen per trial, training seconds per trial (as recorded), σ (validation
@@ -27,15 +28,15 @@ COLLAPSE = 3.0  # points below the median of the other seeds at its point (about
 DEMO_POINTS, DEMO_SEEDS = 7, 3  # the demo's layout, for the MDD column
 
 
-def records(paths: list[str], seeds: set[int] | None = None) -> pd.DataFrame:
-    """The finished trials under `paths` (sweep folders or CSVs), keyed by grid point."""
+def records(paths: list[str], seeds: set[int] | None = None, given: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The finished trials under `paths` (sweep folders or CSVs) or `given`, keyed by grid point."""
     frames = [pd.read_csv(p) if p.endswith(".csv") else collect([p], report=lambda *_: None) for p in paths]
-    t = pd.concat(frames, ignore_index=True)
+    t = pd.concat(frames + ([given] if given is not None else []), ignore_index=True)
     t = t[t["status"] == "ok"] if "status" in t.columns else t
     if seeds is not None:
         t = t[t["seed"].isin(seeds)]
     if t.empty:
-        raise ValueError(f"no finished trials under {', '.join(paths)}")
+        raise ValueError(f"no finished trials under {', '.join(paths) or 'the saved variant'}")
     return stats.with_keys(t.reset_index(drop=True))
 
 
@@ -73,26 +74,45 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+SAVED = ["variant", "trial", "recipe", "alpha", "beta", "gamma", "seed", "epochs", "train_images", "val_top1",
+         "val_score_images", "top1", "score_images", "train_seconds", "threads", "device"]
+
+
+def variants(specs: list[str], seeds: set[int] | None) -> dict[str, pd.DataFrame]:
+    """label -> trials, from LABEL=PATH[,PATH...] specs and from CSVs with a `variant` column (--save's)."""
+    out: dict[str, pd.DataFrame] = {}
+    for spec in specs:
+        label, sep, paths = spec.partition("=")
+        if sep and paths:
+            out[label] = records(paths.split(","), seeds)
+        elif spec.endswith(".csv") and "variant" in pd.read_csv(spec, nrows=0).columns:
+            saved = pd.read_csv(spec)
+            for label in saved["variant"].unique():
+                out[label] = records([], seeds, saved[saved["variant"] == label])
+        else:
+            raise ValueError(f"recipe argument {spec!r}: allowed: LABEL=PATH[,PATH...] or a CSV with a variant column")
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Seed noise against cost for each recipe tried (markdown table).")
-    ap.add_argument("recipes", nargs="+", metavar="LABEL=PATH[,PATH...]")
+    ap.add_argument("recipes", nargs="+", metavar="LABEL=PATH[,PATH...] | FILE.csv")
     ap.add_argument("--seeds", default=None, help="only these seeds, e.g. 0,1,2,3,4 (default: all)")
     ap.add_argument("--points", default=None, help="only these grid points, as α/β pairs: 1.0/1.2,1.4/1.1")
+    ap.add_argument("--save", default=None, help="write the trials used, with a variant column, to this CSV")
     args = ap.parse_args(argv)
     seeds = {int(s) for s in args.seeds.split(",")} if args.seeds else None
-    rows = []
     try:
-        for spec in args.recipes:
-            label, sep, paths = spec.partition("=")
-            if not sep or not paths:
-                raise ValueError(f"recipe argument {spec!r}: allowed: LABEL=PATH[,PATH...]")
-            t = records(paths.split(","), seeds)
-            if args.points:
-                wanted = {tuple(float(v) for v in p.split("/")) for p in args.points.split(",")}
-                t = t[[(a, b) in wanted for a, b in zip(t["alpha"].round(6), t["beta"].round(6))]]
-            rows.append(summary(label, t))
-    except (ValueError, stats.FitError, OSError) as err:
+        found = variants(args.recipes, seeds)
+        if args.points:
+            wanted = {tuple(float(v) for v in p.split("/")) for p in args.points.split(",")}
+            found = {k: t[[(a, b) in wanted for a, b in zip(t["alpha"], t["beta"])]] for k, t in found.items()}
+        rows = [summary(label, t) for label, t in found.items()]
+    except (ValueError, KeyError, stats.FitError, OSError) as err:
         errors.fail(err)
+    if args.save:
+        used = pd.concat([t.assign(variant=k) for k, t in found.items()], ignore_index=True)
+        used[[c for c in SAVED if c in used.columns]].to_csv(args.save, index=False)
     print(table(rows))
 
 

@@ -226,10 +226,44 @@ def unknown_key(args: list[str], groups: set[str]) -> str | None:
             return f"{key} is not a key of this config; allowed: {', '.join(allowed)} (a group: group=option)"
         sub = node.default_factory if dataclasses.is_dataclass(node.default_factory) else None
         if rest and sub is not None:
-            names = [f.name for f in dataclasses.fields(sub)]
-            if rest.split(".", 1)[0] not in names:
-                return f"{key} is not a key of {head}; allowed: {', '.join(f'{head}.{n}' for n in names)}"
+            fields = {f.name: f for f in dataclasses.fields(sub)}
+            if rest.split(".", 1)[0] not in fields:
+                return f"{key} is not a key of {head}; allowed: {', '.join(f'{head}.{n}' for n in fields)}"
+            node = fields.get(rest)
+        if node is not None and not dataclasses.is_dataclass(node.default_factory):
+            wrong = _wrong_type(key, str(node.type), a.split("=", 1)[1])
+            if wrong:
+                return wrong
     return None
+
+
+_NAMED = {"bool": "true or false", "int": "an integer", "float": "a number"}
+_PARSE = {"bool": lambda v: {"true": True, "false": False}[v.lower()], "int": int, "float": float}
+
+
+def _wrong_type(key: str, annotation: str, value: str) -> str | None:
+    """One line when a plain value (or each of a sweep's comma list) cannot be a number or bool the key
+    takes; sweep functions (range(...), choice(...)), interpolations and quoted values are Hydra's."""
+    kinds = [k for k in ("bool", "int", "float") if k in annotation.replace(" ", "").split("|")]
+    if not kinds or "str" in annotation or any(c in value for c in "()[]{}$'\""):
+        return None
+    nullable = "None" in annotation
+    for v in value.split(","):
+        v = v.strip()
+        if nullable and v.lower() == "null":
+            continue
+        if not any(_parses(_PARSE[k], v) for k in kinds):
+            allowed = " or ".join(_NAMED[k] for k in kinds) + (" or null" if nullable else "")
+            return f"{key}={value}: {v!r} is not {_NAMED[kinds[0]]}; allowed: {allowed}"
+    return None
+
+
+def _parses(parse, value: str) -> bool:
+    try:
+        parse(value)
+    except (ValueError, KeyError):
+        return False
+    return True
 
 
 def register() -> None:

@@ -178,8 +178,11 @@ def test_unknown_launcher_key_is_one_line(out):
     (["scaling.alpah=1.2"], "error: scaling.alpah is not a key of scaling; allowed: scaling.alpha, scaling.beta"),
     (["+train.foo=1", "-m"], "error: train.foo is not a key of train; allowed: train.epochs, "),
     (["seeed=1"], "error: seeed is not a key of this config; allowed: data, kind, logger, model, name, "),
+    (["-m", "seed=0,x"], "error: seed=0,x: 'x' is not an integer; allowed: an integer"),
+    (["train.bf16=yes"], "error: train.bf16=yes: 'yes' is not true or false; allowed: true or false"),
+    (["train.clip_grad=off"], "error: train.clip_grad=off: 'off' is not a number; allowed: a number or null"),
 ])
-def test_a_key_the_schema_lacks_is_one_line_naming_the_allowed(out, args, line):
+def test_a_key_or_value_the_schema_cannot_take_is_one_line_naming_the_allowed(out, args, line):
     proc = sweep(*args, out=out, check=False)
     assert proc.returncode == 2 and not out.exists()
     (got,) = proc.stderr.strip().splitlines()

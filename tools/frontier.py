@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", default=None, help="only these seeds, e.g. 0,1,2,3,4 (default: all)")
     ap.add_argument("--points", default=None, help="only these grid points, as α/β pairs: 1.0/1.2,1.4/1.1")
     ap.add_argument("--save", default=None, help="write the trials used, with a variant column, to this CSV")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)
     seeds = {int(s) for s in args.seeds.split(",")} if args.seeds else None
     try:
         found = variants(args.recipes, seeds)

@@ -115,7 +115,7 @@ demo-pooled: install  ## the demo on seeds 0-5: both demo runs (each trains only
 # the recipe frontier (docs/results/demo.md): cheaper demo recipes, each on 5 seeds at 3 equal-cost grid points
 # ((1.0, 1.2) and (1.4, 1.1) in one sweep, (1.2, 1.15) in another); variant = LABEL:overrides (commas as ;)
 FRONTIER_VARIANTS ?= cheap: clip1:train.clip_grad=1.0 ema:train.ema=0.99;train.ema_warmup=true \
-  lr025:train.lr=0.025 warm50:train.warmup_fraction=0.5
+  lr025:train.lr=0.025 warm50:train.warmup_fraction=0.5 clip5:train.clip_grad=5.0
 FRONTIER := $(SWEEP) sweep=compound_grid train=demo logger=none hydra/launcher=local hydra.launcher.warm=true \
   hydra.launcher.max_parallel=2 hydra.launcher.cpus_per_task=1 train.train_images=6000 data.test_images=1000 \
   seed=0,1,2,3,4

@@ -65,7 +65,7 @@ def cli() -> None:
     from hydra_plugins.compound_scaling.launchers import command_line_error
 
     args, plan_only = command_line(sys.argv[1:])
-    error = command_line_error(args) or config.unknown_key(args, groups())
+    error = command_line_error(args) or config.bad_override(args, groups())
     if error:
         errors.fail(error)
     if plan_only and not {"-m", "--multirun"} & set(args):

@@ -207,11 +207,12 @@ class Config:
     logger: LoggerConfig = runtime(factory=LoggerConfig)
 
 
-def unknown_key(args: list[str], groups: set[str]) -> str | None:
-    """The first command-line `key=value` (or `+key=value`) whose key is not in the schema, as one line naming
-    the allowed keys; None when every key is known. `groups`: the config groups (`train=quick` chooses an
-    option, not a key). Checked before Hydra composes, whose own error spans several lines and names no
-    allowed key. `hydra.*`, deletions (~) and keys below the first level (inside a dict value) are Hydra's."""
+def bad_override(args: list[str], groups: set[str]) -> str | None:
+    """The first command-line `key=value` (or `+key=value`) whose key is not in the schema, or whose value
+    cannot have the key's type, as one line naming what is allowed; None when every override fits.
+    `groups`: the config groups (`train=quick` chooses an option, not a key). Checked before Hydra composes,
+    whose own error spans several lines and names no allowed key. `hydra.*`, deletions (~) and keys below
+    a group's first level are left to Hydra."""
     top = {f.name: f for f in dataclasses.fields(Config)}
     for a in args:
         if a.startswith("~") or "=" not in a or a.startswith("-"):

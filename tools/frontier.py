@@ -5,7 +5,7 @@
     python -m tools.frontier docs/results/frontier-2026-12-07-records.csv        # a --save file: by variant
 
 Each argument is LABEL=PATH[,PATH...]: sweep folders or record CSVs of one recipe on the same grid points
-and seeds. Per recipe: images seen per trial, training seconds per trial (as recorded), σ (validation
+and seeds. Per recipe: images seen per trial, training seconds per trial (the median recorded), σ (validation
 top-1's s.d. within a point, pooled over points), the lowest seed's shortfall below its point's other seeds
 (a seed more than COLLAPSE points below their median counts as collapsed), and the MDD the demo's layout
 (7 points x 3 seeds, equal noise at that σ) would report with analysis.fit's test. Markdown on stdout.
@@ -56,14 +56,14 @@ def summary(label: str, t: pd.DataFrame) -> dict:
     sigma = stats.sigma_within(t)
     return {"recipe": label, "points": t["point"].nunique(), "seeds": t["seed"].nunique(),
             "images": float(t["epochs"].mul(t["train_images"]).median()),
-            "train_seconds": float(t["train_seconds"].mean()), "sigma": sigma,
+            "train_seconds": float(t["train_seconds"].median()), "sigma": sigma,
             "dof": int(len(t) - t["point"].nunique()), "worst_shortfall": max(short),
             "collapses": int(sum(s > COLLAPSE for s in short)), "mean": float(t[CHOICE].mean()),
             "demo_mdd": demo_mdd(sigma) if sigma else float("nan")}
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| recipe | points × seeds | images seen per trial | training s per trial | σ (d.f.) | collapsed "
+    lines = ["| recipe | points × seeds | images seen per trial | training s per trial (median) | σ (d.f.) | collapsed "
              f"seeds (> {COLLAPSE:g} below their point) | worst seed below its point | mean validation top-1 | "
              "MDD at the demo's layout |", "|---" * 9 + "|"]
     for r in rows:

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 from conftest import ROOT
+from omegaconf import OmegaConf
 
 from tools import frontier
 
@@ -44,3 +45,23 @@ def test_bad_arguments_are_one_line():
     for args, needle in ((["calm"], "allowed: LABEL=PATH"), (["x=/nonexistent"], "no finished trials")):
         proc = run(*args)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and needle in proc.stderr, proc.stderr
+
+
+def test_the_results_page_prints_the_frontier_of_the_shipped_records():
+    """docs/results/demo.md's frontier table is what `python -m tools.frontier` computes from the shipped records
+    (the demo's calm recipe at the same 3 points and seeds 0-4, and every variant of the frontier's runs)."""
+    proc = run(f"calm={DEMO}", "--seeds", "0,1,2,3,4", "--points", POINTS, str(RUNS))
+    assert proc.returncode == 0, proc.stderr
+    page = (ROOT / "docs/results/demo.md").read_text()
+    computed = rows(proc.stdout)
+    assert len(computed) >= 5 and list(computed)[0] == "calm"  # the calm recipe and at least four variants
+    for label, cells in computed.items():
+        line = "| " + " | ".join([label, *cells]) + " |"
+        assert line in page, f"docs/results/demo.md lacks or differs from: {line}"
+    variants = {k: v for k, v in computed.items() if k != "calm"}
+    assert all(v[1] == "18,000" for v in variants.values())  # 60% of the calm recipe's 30,000 images
+    sigma = {k: float(re.match(r"[\d.]+", v[3]).group()) for k, v in computed.items()}
+    qualified = [k for k, v in variants.items() if sigma[k] <= 1.0 and v[4] == "0"]
+    if not qualified:  # the rule: adopt a cheaper recipe only at σ <= 1.0 without a collapsed seed
+        demo = OmegaConf.load(ROOT / "conf/train/demo.yaml")
+        assert demo.train_images * demo.epochs == 30000 and "lr" in demo and demo.lr == 0.05

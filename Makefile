@@ -69,12 +69,11 @@ slurm-up:  ## start a one-node SLURM cluster here (munge, slurmctld, slurmd, slu
 slurm-down:  ## stop that cluster
 	bash .ci/slurm-down.sh
 
-TEST_WORKERS ?= 2# pytest-xdist workers: a file's tests on one worker, the SLURM tests on one (tests/conftest.py)
 test: install slurm-up  ## the full test suite, as CI runs it (real training, real SLURM)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25
+	$(PY) -m pytest -q --durations=25
 
 test-fast: install  ## tests without training runs or SLURM
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow and not slurm"
+	$(PY) -m pytest -q -m "not slow and not slurm"
 
 lint: install  ## ruff
 	$(VENV)/bin/ruff check scaling analysis hydra_plugins tools tests sweep.py

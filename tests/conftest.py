@@ -78,11 +78,3 @@ def wait_for(predicate, timeout: float = 300, what: str = "condition") -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`make test` runs 2 workers, --dist loadgroup): a file's tests stay on one worker, so
-    its module fixtures train once; the SLURM tests share one worker, so the one-node cluster runs one test's
-    jobs at a time."""
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group("slurm" if item.get_closest_marker("slurm") else item.path.name))

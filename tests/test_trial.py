@@ -174,19 +174,28 @@ def test_unknown_launcher_key_is_one_line(out):
     assert "max_parallel" in line and "cpus_per_task" in line
 
 
-@pytest.mark.parametrize("args, line", [
-    (["scaling.alpah=1.2"], "error: scaling.alpah is not a key of scaling; allowed: scaling.alpha, scaling.beta"),
-    (["+train.foo=1", "-m"], "error: train.foo is not a key of train; allowed: train.epochs, "),
-    (["seeed=1"], "error: seeed is not a key of this config; allowed: data, kind, logger, model, name, "),
-    (["-m", "seed=0,x"], "error: seed=0,x: 'x' is not an integer; allowed: an integer"),
-    (["train.bf16=yes"], "error: train.bf16=yes: 'yes' is not true or false; allowed: true or false"),
-    (["train.clip_grad=off"], "error: train.clip_grad=off: 'off' is not a number; allowed: a number or null"),
-])
-def test_a_key_or_value_the_schema_cannot_take_is_one_line_naming_the_allowed(out, args, line):
-    proc = sweep(*args, out=out, check=False)
+def test_a_key_or_value_the_schema_cannot_take_is_one_line_naming_the_allowed(out):
+    """Checked before Hydra composes (scaling.config.bad_override): a key the schema lacks, or a value that
+    cannot have the key's type, is one line naming what is allowed; sweep.py prints it and exits 2."""
+    from scaling.config import bad_override
+    from sweep import groups
+
+    cases = [
+        (["scaling.alpah=1.2"], "scaling.alpah is not a key of scaling; allowed: scaling.alpha, scaling.beta"),
+        (["+train.foo=1", "-m"], "train.foo is not a key of train; allowed: train.epochs, "),
+        (["seeed=1"], "seeed is not a key of this config; allowed: data, kind, logger, model, name, "),
+        (["seed=0,x"], "seed=0,x: 'x' is not an integer; allowed: an integer"),
+        (["train.bf16=yes"], "train.bf16=yes: 'yes' is not true or false; allowed: true or false"),
+        (["train.clip_grad=off"], "train.clip_grad=off: 'off' is not a number; allowed: a number or null"),
+    ]
+    for args, line in cases:
+        assert (bad_override(args, groups()) or "").startswith(line), args
+    fine = ["train=quick", "sweep/grid=nni", "+sweep=smoke", "seed=range(0,3)", "train.ema=null", "train.lr=1e-3",
+            "hydra.launcher.max_parallel=2", "logger.tags=[a,b]", "~train.ema", "scaling.gamma=null", "-m"]
+    assert bad_override(fine, groups()) is None
+    proc = sweep("-m", "seed=0,x", out=out, check=False)
     assert proc.returncode == 2 and not out.exists()
-    (got,) = proc.stderr.strip().splitlines()
-    assert got.startswith(line), got
+    assert proc.stderr.strip().splitlines() == ["error: seed=0,x: 'x' is not an integer; allowed: an integer"]
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -294,8 +294,8 @@ class Estimator:
             return None
         t = cfg.train
         key = identity.digest([planned.network, OmegaConf.to_container(cfg.model, resolve=True), cfg.data.name,
-                               t.batch_size, t.bf16, t.channels_last, t.opt, t.ema, where, threads(cfg), world]
-                              + ([t.clip_grad] if t.clip_grad is not None else []))
+                               t.batch_size, t.bf16, t.channels_last, t.opt, t.ema, t.clip_grad, where, threads(cfg),
+                               world])
         if key not in self.probes:
             try:
                 self.probes[key] = probe(cfg, planned, world)

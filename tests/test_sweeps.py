@@ -131,7 +131,7 @@ def test_launcher_allocator_rejects_unknown_values():
 
 def test_killed_sweep_resumes_without_redoing_anything(out):
     args = ["-m", "scaling.alpha=1.0,1.1,1.4", "scaling.beta=1.0", "train=quick", "logger=none", "train.epochs=2",
-            "train.train_images=1536", "train.monitor_images=500", *SCORE_LESS]
+            "train.train_images=768", "train.monitor_images=500", *SCORE_LESS]
     cmd = sweep_command(*args, out=out)
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: (out / "sweeps/adhoc/plan.jsonl").exists(), what="the plan")
@@ -255,7 +255,7 @@ def test_slurm_sweep_runs_each_trial_as_a_slurm_job(out):
 
 
 def _slurm_long_trial(out, name):
-    args = ["-m", f"name={name}", "train=quick", "logger=none", "train.epochs=3", "train.train_images=3072",
+    args = ["-m", f"name={name}", "train=quick", "logger=none", "train.epochs=3", "train.train_images=1536",
             "train.monitor_images=500", *SCORE_LESS, *SLURM]
     cmd = sweep_command(*args, out=out)
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -28,7 +28,7 @@ from analysis.choice import (  # noqa: F401 - re-exported: `from analysis.fit im
 from analysis.cli import one_line_errors, warn
 from analysis.common import LEVEL, load
 from analysis.metrics import CHOICE, REPORT
-from analysis.pool import pool_folders
+from analysis.pool import pool_folders, study_folders
 from analysis.race import decision, race_file
 from analysis.stats import MULTIPLICITY, NOISE
 
@@ -53,10 +53,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--recipe", help="analyse only this recipe's trials (when the records mix recipes)")
     args = ap.parse_args(argv)
     with one_line_errors():
-        df = load(args.csv, args.folders)
-        race = None if args.csv else race_file(args.folders)
-        if not args.csv and len(args.folders) > 1:  # runs of one study, pooled (or refused with one line)
-            result = pool_folders(args.folders, recipe=args.recipe, rule=args.rule, target=args.target,
+        folders = study_folders(args.folders)  # a parent folder (outputs/sweeps): each of its grids a study
+        df = load(args.csv, folders)
+        race = None if args.csv else race_file(folders)
+        if not args.csv and len(folders) > 1:  # runs of one study, pooled (or refused with one line)
+            result = pool_folders(folders, recipe=args.recipe, rule=args.rule, target=args.target,
                                   tolerance=args.tolerance, level=args.level, max_cost_gap=args.max_cost_gap,
                                   robust=args.robust, noise=args.noise, multiplicity=args.multiplicity)
         elif race is not None:

@@ -30,7 +30,7 @@ from analysis.choice import fit
 from analysis.cli import warn
 from analysis.collect import collect
 from analysis.common import json_safe
-from analysis.race import decision, race_file
+from analysis.race import RACE_FILE, decision, race_file
 from analysis.stats import KEY, FitError
 from scaling import planfile as plan  # the plan file alone: no omegaconf, no torch
 
@@ -88,6 +88,23 @@ def planned_grid(folder: str) -> frozenset | None:
     points = pd.DataFrame([{**(line.get("point") or {}), "status": line.get("status")} for line in lines])
     points = points[points["status"].isin(["run", "shared"])]
     return _points(phi1_compound(points)) if not points.empty else frozenset()
+
+
+def study_folders(folders: list[str]) -> list[str]:
+    """The folders as the studies they hold: a folder that is no sweep folder itself (no plan, no race.json)
+    but holds sweep folders with a phi = 1 grid (outputs/sweeps) stands for each of those, so each keeps its
+    race and its seeds, and two runs of one study are pooled, or refused with one line, as if named one by one.
+    A note on stderr says so."""
+    out = []
+    for folder in folders:
+        path = Path(folder)
+        subs = [] if not path.is_dir() or (path / plan.PLAN_NAME).is_file() or (path / RACE_FILE).is_file() else \
+            sorted(str(d) for d in path.iterdir() if d.is_dir() and len(planned_grid(str(d)) or ()) >= 2)
+        if subs:
+            warn(f"note: {folder} is no sweep folder; its phi=1 grids are read as studies of their own: "
+                 f"{', '.join(Path(s).name for s in subs)}")
+        out += subs or [folder]
+    return out
 
 
 def read_run(folder: str, recipe: str | None = None) -> Run:

@@ -165,7 +165,8 @@ def report(folders: list[str], out: Path, only: tuple[str, ...] = FIGURES, name:
     if recipe and "recipe" in collected and recipe not in set(collected["recipe"]):
         raise FitError(f"--recipe {recipe}: not found; recipes here: "
                        f"{', '.join(collected['recipe'].dropna().unique())}")
-    runs = pool.grid_runs(folders, recipe) if len(folders) > 1 else []
+    studies = pool.study_folders(folders)  # a parent folder (outputs/sweeps): each of its grids a study
+    runs = pool.grid_runs(studies, recipe) if len(studies) > 1 else []
     if len(runs) > 1:  # runs of one study: pooled on all their seeds, or refused with one line
         pool.check(runs)
     table3 = collected[collected["kind"] == "table3"] if "table3" in only and "kind" in collected else collected[:0]
@@ -175,8 +176,10 @@ def report(folders: list[str], out: Path, only: tuple[str, ...] = FIGURES, name:
     analysed = analysed[~analysed.index.duplicated()]  # each collected trial once
     files = collect.save(analysed, out / "results.csv")
     counts = analysed["status"].value_counts().to_dict()
-    result, race = None, race_state(folders)
+    result, race = None, race_state(studies)
     compound = df[(df["method"] == "compound") & np.isclose(df["phi"].astype(float), 1.0)] if "phi" in df else df[:0]
+    if studies != folders and "study" in compound:  # the grid's own trials, not other studies' phi=1 points
+        compound = compound[compound["study"].isin({Path(f).name for f in studies})]
     if len(runs) > 1:  # one fixed-sample answer on every run's seeds (analysis/pool.py), not a race
         result, race = pool.pooled_fit(runs, rule=rule), None
     elif compound.groupby(["alpha", "beta", "gamma"]).ngroups >= 2:  # a grid to search, not a single point

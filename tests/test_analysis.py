@@ -54,6 +54,8 @@ def test_report_on_real_studies(studies, tmp_path):
     assert fit["n_trials"] == 2 and fit["method"] == "single_seed" and fit["sigma"] is None
     assert len(fit["confidence_set"]) == 2 and "cannot be estimated" in fit["note"]  # one seed: no narrow interval
     assert all(p.stat().st_size > 1000 for p in r["files"] if p.suffix in (".png", ".pdf"))
+    parent = report.report([str(studies)], tmp_path / "parent")  # outputs/sweeps: its one grid, the rest drawn
+    assert parent["fit"]["points"] == fit["points"] and len(parent["files"]) == len(r["files"])
 
 
 def synthetic_results() -> pd.DataFrame:

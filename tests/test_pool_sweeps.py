@@ -83,3 +83,27 @@ def test_two_raced_runs_pool_into_one_answer_and_overlapping_seeds_are_refused(e
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert refused.value.code == 2 and len(errors) == 1 and "Traceback" not in err  # one line, beside collect's notes
     assert "share seed(s) 0, 1" in errors[0]
+
+
+def test_a_folder_of_studies_is_read_as_its_studies(extended, tmp_path, capsys):
+    """`analysis.fit outputs/sweeps` (the parent of both runs) pools them as if each were named, with a note;
+    one run alone under a parent is that run's own (raced) answer, not a fixed-sample test of raced records."""
+    from analysis import fit
+
+    out, steps, _ = extended
+    capsys.readouterr()
+    fit.main([str(out / "sweeps/adhoc"), str(out / "sweeps/adhoc_b")])
+    named = json.loads(capsys.readouterr().out)
+    fit.main([str(out / "sweeps")])
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == named
+    assert f"note: {out / 'sweeps'} is no sweep folder; its phi=1 grids are read as studies of their own: " \
+           "adhoc, adhoc_b" in captured.err
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "adhoc").symlink_to(out / "sweeps/adhoc", target_is_directory=True)
+    fit.main([str(out / "sweeps/adhoc")])
+    own = json.loads(capsys.readouterr().out)
+    fit.main([str(alone)])
+    parent = json.loads(capsys.readouterr().out)
+    assert parent == own and parent["race"] is not None and parent["method"] == own["method"]

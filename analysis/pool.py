@@ -92,17 +92,17 @@ def planned_grid(folder: str) -> frozenset | None:
 
 def study_folders(folders: list[str]) -> list[str]:
     """The folders as the studies they hold: a folder that is no sweep folder itself (no plan, no race.json)
-    but holds sweep folders with a phi = 1 grid (outputs/sweeps) stands for each of those, so each keeps its
-    race and its seeds, and two runs of one study are pooled, or refused with one line, as if named one by one.
-    A note on stderr says so."""
+    but holds sweep folders with a phi = 1 grid (outputs/sweeps, or outputs) stands for each of those, so each
+    keeps its race and its seeds, and two runs of one study are pooled, or refused with one line, as if named
+    one by one. A note on stderr says so."""
     out = []
     for folder in folders:
         path = Path(folder)
         subs = [] if not path.is_dir() or (path / plan.PLAN_NAME).is_file() or (path / RACE_FILE).is_file() else \
-            sorted(str(d) for d in path.iterdir() if d.is_dir() and len(planned_grid(str(d)) or ()) >= 2)
+            sorted(str(p.parent) for p in path.rglob(plan.PLAN_NAME) if len(planned_grid(str(p.parent)) or ()) >= 2)
         if subs:
             warn(f"note: {folder} is no sweep folder; its phi=1 grids are read as studies of their own: "
-                 f"{', '.join(Path(s).name for s in subs)}")
+                 f"{', '.join(str(Path(s).relative_to(path)) for s in subs)}")
         out += subs or [folder]
     return out
 

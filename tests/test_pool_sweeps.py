@@ -2,6 +2,7 @@
 raced runs of one study on disjoint seeds pool into one answer (analysis.report, analysis.fit)."""
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -99,9 +100,11 @@ def test_a_folder_of_studies_is_read_as_its_studies(extended, tmp_path, capsys):
     assert json.loads(captured.out) == named
     assert f"note: {out / 'sweeps'} is no sweep folder; its phi=1 grids are read as studies of their own: " \
            "adhoc, adhoc_b" in captured.err
+    fit.main([str(out)])  # outputs: the same, found further down
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == named and "studies of their own: sweeps/adhoc, sweeps/adhoc_b" in captured.err
     alone = tmp_path / "alone"
-    alone.mkdir()
-    (alone / "adhoc").symlink_to(out / "sweeps/adhoc", target_is_directory=True)
+    shutil.copytree(out / "sweeps/adhoc", alone / "adhoc")
     fit.main([str(out / "sweeps/adhoc")])
     own = json.loads(capsys.readouterr().out)
     fit.main([str(alone)])

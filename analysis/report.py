@@ -178,8 +178,9 @@ def report(folders: list[str], out: Path, only: tuple[str, ...] = FIGURES, name:
     counts = analysed["status"].value_counts().to_dict()
     result, race = None, race_state(studies)
     compound = df[(df["method"] == "compound") & np.isclose(df["phi"].astype(float), 1.0)] if "phi" in df else df[:0]
-    if studies != folders and "study" in compound:  # the grid's own trials, not other studies' phi=1 points
-        compound = compound[compound["study"].isin({Path(f).name for f in studies})]
+    if studies != folders and "path" in compound:  # the grid's own trials, not other studies' phi=1 points
+        inside = tuple(Path(f).resolve() for f in studies)
+        compound = compound[[any(Path(p).resolve().is_relative_to(s) for s in inside) for p in compound["path"]]]
     if len(runs) > 1:  # one fixed-sample answer on every run's seeds (analysis/pool.py), not a race
         result, race = pool.pooled_fit(runs, rule=rule), None
     elif compound.groupby(["alpha", "beta", "gamma"]).ngroups >= 2:  # a grid to search, not a single point
